@@ -1,0 +1,4 @@
+// Entry point of the GPU benchmarks (one binary, every kernel).
+#include <benchmark/benchmark.h>
+
+BENCHMARK_MAIN();
