@@ -30,6 +30,7 @@ args=(-DCMAKE_BUILD_TYPE=Release)
 [ -n "${QTRAIN_CUDA_ARCHS:-}" ] && args+=("-DCMAKE_CUDA_ARCHITECTURES=${QTRAIN_CUDA_ARCHS}")
 # shellcheck disable=SC2206
 [ -n "${QTRAIN_CMAKE_ARGS:-}" ] && args+=(${QTRAIN_CMAKE_ARGS})
-cmake -S . -B "$build" "${args[@]}" >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
-grep -E "^-- qtrain:" "$build.configure.log" || true
+mkdir -p "$build"
+cmake -S . -B "$build" "${args[@]}" >"$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 1; }
+grep -E "^-- qtrain:" "$build/configure.log" || true
 cmake --build "$build" -j"$(nproc)"

@@ -93,7 +93,9 @@ class DeviceBuffer {
 };
 
 inline float to_float(float x) { return x; }
-inline float to_float(uint16_t bf16_bits) { return qk::bf16_to_f32(bf16_bits); }
+inline float to_float(uint16_t bf16_bits) { return qk::bf16_to_f32(bf16_bits); }  // uint16_t holds bf16
+inline float to_float(uint8_t x) { return x; }
+inline float to_float(int32_t x) { return static_cast<float>(x); }
 
 // ||got - want|| / ||want||; fails on NaN (an unwritten, poisoned element) or a size mismatch.
 template <typename T>

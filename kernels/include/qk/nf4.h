@@ -103,35 +103,38 @@ QK_HD float code_value(unsigned q) {
                            1.0f};
   return t[q & 15u];
 }
-// Midpoint between codes k and k+1 (k = 0..14): exact in double (both are floats), one rounding.
-QK_HD constexpr float midpoint_of(double a, double b) { return static_cast<float>((a + b) * 0.5); }
-QK_HD float midpoint(unsigned k) { return midpoint_of(code_value(k), code_value(k + 1)); }
+// Midpoint between codes k and k+1 (k = 0..14), as bitsandbytes' CUDA kernel writes it: the exact
+// (double) midpoint of the fp32 codes in 16-17 significant digits, read as a float literal. That differs
+// from rounding the exact midpoint to float (ties to even) for k = 0 and 8, where the exact midpoint is
+// halfway between two floats; the unit tests pin these values.
+QK_HD constexpr float midpoint(unsigned k) {
+  switch (k) {
+    case 0: return -0.8480964004993439f;
+    case 1: return -0.6106329262256622f;
+    case 2: return -0.4599952697753906f;
+    case 3: return -0.33967943489551544f;
+    case 4: return -0.23460740596055984f;
+    case 5: return -0.13791173323988914f;
+    case 6: return -0.045525018125772476f;
+    case 7: return 0.03979014977812767f;
+    case 8: return 0.1202552504837513f;
+    case 9: return 0.2035212516784668f;
+    case 10: return 0.2920137718319893f;
+    case 11: return 0.3893125355243683f;
+    case 12: return 0.5016634166240692f;
+    case 13: return 0.6427869200706482f;
+    default: return 0.8614784181118011f;
+  }
+}
 
 // The code of a scaled value s = x * (1/absmax): the number of midpoints strictly below s, i.e. the
 // nearest code with a tie going to the lower one. NaN compares false everywhere: code 0.
 QK_HD unsigned quantize_scaled(float s) {
-  constexpr float m[15] = {
-      midpoint_of(-1.0f, -0.6961928009986877f),
-      midpoint_of(-0.6961928009986877f, -0.5250730514526367f),
-      midpoint_of(-0.5250730514526367f, -0.39491748809814453f),
-      midpoint_of(-0.39491748809814453f, -0.28444138169288635f),
-      midpoint_of(-0.28444138169288635f, -0.18477343022823334f),
-      midpoint_of(-0.18477343022823334f, -0.09105003625154495f),
-      midpoint_of(-0.09105003625154495f, 0.0f),
-      midpoint_of(0.0f, 0.07958029955625534f),
-      midpoint_of(0.07958029955625534f, 0.16093020141124725f),
-      midpoint_of(0.16093020141124725f, 0.24611230194568634f),
-      midpoint_of(0.24611230194568634f, 0.33791524171829224f),
-      midpoint_of(0.33791524171829224f, 0.44070982933044434f),
-      midpoint_of(0.44070982933044434f, 0.5626170039176941f),
-      midpoint_of(0.5626170039176941f, 0.7229568362236023f),
-      midpoint_of(0.7229568362236023f, 1.0f),
-  };
   unsigned q = 0;
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
-  for (int k = 0; k < 15; ++k) q += s > m[k] ? 1u : 0u;
+  for (unsigned k = 0; k < 15; ++k) q += s > midpoint(k) ? 1u : 0u;
   return q;
 }
 QK_HD unsigned quantize_value(float x, float inv) { return quantize_scaled(mul_rn(x, inv)); }

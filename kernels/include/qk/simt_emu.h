@@ -149,6 +149,12 @@ inline void simt_launch(const char* name, void (*kernel)(KArgs...), dim3 grid, d
 
 }  // namespace qk
 
+// cuda_runtime.h offers this typed overload to nvcc only.
+template <typename... KArgs>
+inline cudaError_t cudaFuncSetAttribute(void (*kernel)(KArgs...), cudaFuncAttribute attr, int value) {
+  return ::cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), attr, value);
+}
+
 #define QK_LAUNCH(kernel, grid, block, smem, stream, ...) \
   ::qk::simt_launch(#kernel, kernel, grid, block, smem, stream __VA_OPT__(, ) __VA_ARGS__)
 #define QK_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(::qk::emu::dynamic_smem())
