@@ -7,21 +7,12 @@
 
 #include "harness.h"
 #include "qk/nf4.h"
-#include "qk/nf4_double_quant.h"
 #include "qk/nf4_quantize.h"
 
 namespace qtrain::test {
 namespace {
 
 // Bytewise equality of packed nibbles or 8-bit codes (harness.h's identical() prints float values).
-::testing::AssertionResult same_bytes(const std::vector<uint8_t>& got, const std::vector<uint8_t>& want) {
-  if (got.size() != want.size()) return ::testing::AssertionFailure() << "size " << got.size() << " != " << want.size();
-  for (size_t i = 0; i < got.size(); ++i)
-    if (got[i] != want[i])
-      return ::testing::AssertionFailure() << "byte " << i << " differs: " << int(got[i]) << " vs " << int(want[i]);
-  return ::testing::AssertionSuccess();
-}
-
 enum class In { f32, bf16, f16 };
 const char* name(In t) { return t == In::f32 ? "f32" : (t == In::bf16 ? "bf16" : "f16"); }
 
@@ -61,7 +52,7 @@ TEST_P(Nf4Quantize, MatchesCpuBitwise) {
     if (in == In::bf16) qk::nf4_quantize_bf16(dx.as<__nv_bfloat16>(), n, bs, dp.get(), da.get(), nullptr);
     else qk::nf4_quantize_f16(dx.as<__half>(), n, bs, dp.get(), da.get(), nullptr);
   }
-  EXPECT_TRUE(same_bytes(dp.download(), want_p));
+  EXPECT_TRUE(identical(dp.download(), want_p));
   EXPECT_TRUE(identical(da.download(), want_a));
 }
 
@@ -89,37 +80,6 @@ TEST(Nf4QuantizeErrors, BadBlocksizeIsAnError) {
     EXPECT_THROW(qk::nf4_quantize_f32(x.get(), 100, bs, p.get(), a.get(), nullptr), qk::Error) << bs;
   EXPECT_THROW(qk::nf4_quantize_f32(nullptr, 100, 64, p.get(), a.get(), nullptr), qk::Error);
 }
-
-class Nf4DoubleQuant : public ::testing::TestWithParam<size_t> {};
-
-TEST_P(Nf4DoubleQuant, MatchesCpuBitwise) {
-  QTRAIN_REQUIRE_DEVICE();
-  const size_t nb = GetParam(), nn = qk::nf4::num_blocks(nb, 256);
-  auto absmax = random_f32(nb, 7 + nb, 0.5f);
-  for (auto& v : absmax) v = std::abs(v);
-  std::vector<uint8_t> want_q(nb);
-  std::vector<float> want_nested(nn);
-  const float want_offset = qk::cpu::nf4_double_quantize(absmax.data(), nb, want_q.data(), want_nested.data());
-  std::vector<float> want_back(nb);
-  qk::cpu::nf4_double_dequantize(want_q.data(), want_nested.data(), want_offset, nb, want_back.data());
-
-  DeviceBuffer<float> da(absmax);
-  DeviceBuffer<uint8_t> dq(nb);
-  DeviceBuffer<float> dn(nn), doff(1), dback(nb);
-  dq.poison();
-  dn.poison();
-  doff.poison();
-  dback.poison();
-  qk::nf4_double_quantize(da.get(), nb, dq.get(), dn.get(), doff.get(), nullptr);
-  EXPECT_TRUE(identical(doff.download(), std::vector<float>{want_offset}));
-  EXPECT_TRUE(same_bytes(dq.download(), want_q));
-  EXPECT_TRUE(identical(dn.download(), want_nested));
-  qk::nf4_double_dequantize(dq.get(), dn.get(), want_offset, nb, dback.get(), nullptr);
-  EXPECT_TRUE(identical(dback.download(), want_back));
-}
-
-INSTANTIATE_TEST_SUITE_P(Ops, Nf4DoubleQuant, ::testing::Values(1, 5, 7, 13, 255, 256, 257, 1000, 65536 + 11),
-                         [](const auto& p) { return "nb" + std::to_string(p.param); });
 
 }  // namespace
 }  // namespace qtrain::test
