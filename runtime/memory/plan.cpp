@@ -1,0 +1,307 @@
+// The memory plan's formulas. Notation: L layers, h hidden, I intermediate, q = heads * head_dim,
+// kv = kv_heads * head_dim, V vocab, T = micro_batch * sequence_len tokens, r the LoRA rank, m the
+// number of LoRA target kinds. bf16 is 2 bytes, fp32 4.
+#include "runtime/memory/plan.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <set>
+
+#include "csrc/core/error.h"
+#include "csrc/io/llama_layout.h"
+#include "csrc/io/tiny_model.h"
+#include "runtime/memory/arena.h"
+
+namespace qtrain::rt {
+
+AdapterKind parse_adapter(const std::string& name, const std::string& file) {
+  if (name == "qlora") return AdapterKind::QLoRA;
+  if (name == "lora") return AdapterKind::LoRA;
+  if (name == "full" || name.empty()) return AdapterKind::Full;
+  throw_bad_input(file, "unknown adapter '" + name + "' (expected qlora, lora or full)", "key 'adapter'");
+}
+
+const char* adapter_name(AdapterKind kind) {
+  switch (kind) {
+    case AdapterKind::QLoRA: return "qlora";
+    case AdapterKind::LoRA: return "lora";
+    case AdapterKind::Full: return "full";
+  }
+  return "?";
+}
+
+const std::vector<std::string>& all_linear_modules() {
+  static const std::vector<std::string> k = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  return k;
+}
+
+std::vector<std::string> parse_target_modules(const std::vector<std::string>& names, const std::string& file) {
+  if (names.size() == 1 && names[0] == "all-linear") return all_linear_modules();
+  if (names.empty()) throw_bad_input(file, "lora_target_modules is empty", "key 'lora_target_modules'");
+  const auto& all = all_linear_modules();
+  std::set<std::string> seen;
+  for (const auto& n : names) {
+    if (std::find(all.begin(), all.end(), n) == all.end())
+      throw_bad_input(file, "unknown LoRA target module '" + n + "' (expected q_proj, k_proj, v_proj, o_proj, "
+                            "gate_proj, up_proj, down_proj or all-linear)", "key 'lora_target_modules'");
+    if (!seen.insert(n).second) throw_bad_input(file, "LoRA target module '" + n + "' listed twice", "key 'lora_target_modules'");
+  }
+  return names;
+}
+
+size_t MemoryPlan::bytes_of(const std::string& name) const {
+  for (const auto& i : items)
+    if (i.name == name) return i.bytes;
+  return 0;
+}
+
+namespace {
+
+size_t z(int64_t v) { return static_cast<size_t>(v); }
+
+std::string fmt(const char* f, double a) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, f, a);
+  return buf;
+}
+
+// The module kind of a linear tensor name ("model.layers.3.mlp.up_proj.weight" -> "up_proj").
+std::string module_of(const std::string& name) {
+  const size_t end = name.rfind(".weight");
+  const size_t begin = name.rfind('.', end - 1);
+  return name.substr(begin + 1, end - begin - 1);
+}
+
+}  // namespace
+
+MemoryPlan make_memory_plan(const PlanInput& in) {
+  if (in.micro_batch_size < 1) throw_bad_input("config", "micro_batch_size must be at least 1", "key 'micro_batch_size'");
+  if (in.sequence_len < 1) throw_bad_input("config", "sequence_len must be at least 1", "key 'sequence_len'");
+  if (in.adapter != AdapterKind::Full && in.lora_r < 1)
+    throw_bad_input("config", "lora_r must be at least 1", "key 'lora_r'");
+  if (in.ce_chunk_tokens < 1) throw_internal("ce_chunk_tokens must be positive");
+  const auto targets = parse_target_modules(in.lora_target_modules);
+  const auto layout = io::llama_tensor_layout(in.model);  // validates the config
+  const io::ModelConfig& c = in.model;
+  const int64_t hd = c.head_dim > 0 ? c.head_dim : c.hidden_size / c.num_attention_heads;
+  const int64_t h = c.hidden_size, I = c.intermediate_size, L = c.num_hidden_layers, V = c.vocab_size;
+  const int64_t heads = c.num_attention_heads, q = heads * hd, kv = c.num_key_value_heads * hd;
+  const int64_t T = in.micro_batch_size * in.sequence_len;
+  const bool lora = in.adapter != AdapterKind::Full;
+  const int64_t r = lora ? in.lora_r : 0;
+
+  MemoryPlan plan;
+  size_t base = 0, nf4 = 0, constants = 0, bf16_parts = 0, largest_linear = 0;
+  std::vector<int64_t> trainable;
+  for (const auto& t : layout) {
+    const int64_t n = io::numel(t.shape);
+    plan.base_params += n;
+    if (in.adapter == AdapterKind::Full) {
+      // Full fine-tuning: fp32 master weights plus the bf16 copy the forward pass reads.
+      base += 6 * z(n);
+      trainable.push_back(n);
+      continue;
+    }
+    if (t.role != io::TensorRole::Linear) {
+      bf16_parts += 2 * z(n);  // embeddings, norms, biases, lm_head stay bf16
+      continue;
+    }
+    largest_linear = std::max(largest_linear, z(n));
+    if (in.adapter == AdapterKind::QLoRA) {
+      // NF4, blocksize 64: half a byte per weight; double-quantized absmax: one byte per 64-block,
+      // one fp32 per 256 of those, and the fp32 offset.
+      const size_t blocks = (z(n) + 63) / 64;
+      nf4 += (z(n) + 1) / 2;
+      constants += blocks + 4 * ((blocks + 255) / 256) + 4;
+    } else {
+      base += 2 * z(n);  // LoRA on a bf16 base
+    }
+    if (std::find(targets.begin(), targets.end(), module_of(t.name)) != targets.end()) {
+      trainable.push_back(r * t.shape[1]);  // lora_A [r, in]
+      trainable.push_back(t.shape[0] * r);  // lora_B [out, r]
+    }
+  }
+  if (in.adapter == AdapterKind::QLoRA) {
+    constants += 4 * (16 + 256);  // the NF4 and 8-bit code tables, once
+    base = nf4 + constants;
+  }
+  for (int64_t n : trainable) plan.trainable_params += n;
+  const size_t P = z(plan.trainable_params);
+
+  auto add = [&](const char* name, size_t bytes, std::string detail) { plan.items.push_back({name, bytes, std::move(detail)}); };
+  const double G = 1e9;
+  if (in.adapter == AdapterKind::QLoRA)
+    add(kPlanBaseWeights, base,
+        fmt("NF4 %.2f G weights x 0.5 B", static_cast<double>(nf4) * 2 / G) + " + double-quant constants " +
+            format_bytes(constants));
+  else if (in.adapter == AdapterKind::LoRA)
+    add(kPlanBaseWeights, base, fmt("bf16 linears, %.2f G weights x 2 B", static_cast<double>(base) / 2 / G));
+  else
+    add(kPlanBaseWeights, base, fmt("%.2f G weights x (4 B fp32 master + 2 B bf16 copy)", static_cast<double>(base) / 6 / G));
+  add(kPlanBf16Parts, bf16_parts, lora ? "embeddings, norms, biases, lm_head in bf16" : "in base weights");
+  add(kPlanLora, lora ? 6 * P : 0,
+      lora ? fmt("%.1f M params x (4 B fp32 master + 2 B bf16 copy)", static_cast<double>(P) / 1e6) +
+                 ", r " + std::to_string(r) + ", " + std::to_string(targets.size()) + " kinds"
+           : "none (full fine-tuning)");
+  add(kPlanGrads, 4 * P, fmt("fp32, %.1f M trainable params", static_cast<double>(P) / 1e6));
+  const size_t states = optimizer_state_bytes(in.optimizer, trainable);
+  add(kPlanOptimizer, states,
+      std::string(optimizer_name(in.optimizer)) +
+          (optimizer_is_8bit(in.optimizer) ? ": 2 B/param + fp32 absmax per 256 (8 B/param under 4096)" : ": 8 B/param") +
+          (optimizer_is_paged(in.optimizer) ? ", paged (counted as resident)" : ""));
+
+  // What one layer's backward reads, saved by its forward (bf16 unless noted): the layer input, the two
+  // RMSNorm outputs and the residual between them (4h); q, k, v after RoPE and the attention output
+  // (2q + 2kv); gate, up and the SwiGLU product (3I); the two RMSNorm rstd (fp32, 2 per token), the
+  // attention log-sum-exp (fp32, one per head and token) and each LoRA linear's X A (r per token).
+  const size_t per_token = 2 * z(4 * h + 2 * q + 2 * kv + 3 * I) + 4 * 2 + 4 * z(heads) +
+                           2 * z(r) * (lora ? targets.size() : 0);
+  const size_t layer_saved = z(T) * per_token;
+  // The final RMSNorm's input and output and its rstd, for the LM head's backward.
+  const size_t final_saved = z(T) * (2 * 2 * z(h) + 4);
+  size_t kept;
+  std::string kept_detail;
+  if (!in.gradient_checkpointing) {
+    kept = z(L) * layer_saved + final_saved;
+    kept_detail = std::to_string(L) + " layers x " + std::to_string(per_token) + " B/token (all saved tensors)";
+  } else if (!in.offload) {
+    kept = z(L) * z(T) * 2 * z(h) + final_saved;
+    kept_detail = std::to_string(L) + " layer inputs [T, h] bf16";
+  } else {
+    kept = 2 * z(T) * 2 * z(h) + final_saved;
+    kept_detail = "2 layer inputs in flight; the rest in pinned host memory";
+  }
+  add(kPlanActivations, kept, kept_detail + ", T = " + std::to_string(T));
+  // The fp32 gradient of the residual stream, plus bf16 gradients of one op's widest outputs
+  // (d gate and d up together, or d q/k/v) and of its input.
+  const size_t act_grads = z(T) * (4 * z(h) + 2 * (2 * z(std::max(I, q + 2 * kv)) + z(h)));
+  add(kPlanActGrads, act_grads, "fp32 d residual + bf16 scratch of the widest op");
+  add(kPlanRecompute, in.gradient_checkpointing ? layer_saved : 0,
+      in.gradient_checkpointing ? "one layer's saved tensors, recomputed in backward" : "none (no checkpointing)");
+  // Flash-style attention: per head and token the fp32 log-sum-exp and delta = rowsum(dO * O); fp32
+  // dK, dV accumulators for the shared KV heads.
+  add(kPlanAttention, z(T) * (8 * z(heads) + 8 * z(kv)), "fp32 lse + delta per head, fp32 dK/dV");
+  const int64_t chunk = std::min(T, in.ce_chunk_tokens);
+  add(kPlanCrossEntropy, z(chunk) * z(V) * 2 + z(T) * 8,
+      std::to_string(chunk) + " tokens x vocab bf16 logits + fp32 lse/loss per token");
+  add(kPlanCublas, size_t{32} << 20, "32 MiB");
+  add(kPlanDequant, in.adapter == AdapterKind::QLoRA ? 2 * largest_linear : 0,
+      in.adapter == AdapterKind::QLoRA ? "largest linear in bf16" : "none (no NF4 base)");
+  for (const auto& i : plan.items) plan.peak += i.bytes;
+  return plan;
+}
+
+std::string format_plan(const MemoryPlan& plan, size_t limit_bytes) {
+  std::string out;
+  char line[512];
+  std::snprintf(line, sizeof line, "%-24s %12s  %s\n", "category", "bytes", "how");
+  out += line;
+  for (const auto& i : plan.items) {
+    std::snprintf(line, sizeof line, "%-24s %12s  %s\n", i.name.c_str(), format_bytes(i.bytes).c_str(), i.detail.c_str());
+    out += line;
+  }
+  std::snprintf(line, sizeof line, "%-24s %12s  %s\n", "peak", format_bytes(plan.peak).c_str(),
+                ("sum of the above; " + std::to_string(plan.trainable_params) + " trainable of " +
+                 std::to_string(plan.base_params) + " parameters")
+                    .c_str());
+  out += line;
+  if (limit_bytes > 0) {
+    const double used = 100.0 * static_cast<double>(plan.peak) / static_cast<double>(limit_bytes);
+    std::snprintf(line, sizeof line, "%-24s %12s  %s\n", "gpu_memory_limit", format_bytes(limit_bytes).c_str(),
+                  plan.peak <= limit_bytes ? fmt("fits (%.0f%% used)", used).c_str()
+                                           : ("OVER by " + format_bytes(plan.peak - limit_bytes)).c_str());
+    out += line;
+  }
+  return out;
+}
+
+namespace {
+
+// Largest x in [1, cap] with fits(x), for a monotone fits; 0 when fits(1) fails.
+template <typename F>
+int64_t largest(int64_t cap, F fits) {
+  if (!fits(1)) return 0;
+  int64_t lo = 1, hi = 2;
+  while (hi <= cap && fits(hi)) lo = hi, hi *= 2;
+  hi = std::min(hi, cap + 1);  // fits(lo), and hi does not fit or is past the cap
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (fits(mid)) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+}  // namespace
+
+int64_t largest_micro_batch(PlanInput in, size_t limit_bytes) {
+  return largest(int64_t{1} << 20, [&](int64_t b) {
+    in.micro_batch_size = b;
+    return make_memory_plan(in).peak <= limit_bytes;
+  });
+}
+
+int64_t largest_sequence_len(PlanInput in, size_t limit_bytes) {
+  return largest(int64_t{1} << 24, [&](int64_t s) {
+    in.sequence_len = s;
+    return make_memory_plan(in).peak <= limit_bytes;
+  });
+}
+
+io::ModelConfig model_preset(const std::string& name) {
+  io::ModelConfig c;
+  c.architecture = io::Architecture::Llama;
+  c.model_type = "llama";
+  c.rms_norm_eps = 1e-5;
+  if (name == "llama2-7b") {
+    c.vocab_size = 32000, c.hidden_size = 4096, c.intermediate_size = 11008, c.num_hidden_layers = 32;
+    c.num_attention_heads = 32, c.num_key_value_heads = 32, c.head_dim = 128, c.max_position_embeddings = 4096;
+    c.rope_theta = 10000.0;
+    return c;
+  }
+  if (name == "llama3-8b") {
+    c.vocab_size = 128256, c.hidden_size = 4096, c.intermediate_size = 14336, c.num_hidden_layers = 32;
+    c.num_attention_heads = 32, c.num_key_value_heads = 8, c.head_dim = 128, c.max_position_embeddings = 131072;
+    c.rope_theta = 500000.0;
+    c.rope_scaling = {"llama3", 8.0, 1.0, 4.0, 8192};
+    return c;
+  }
+  if (name == "tiny") return io::tiny_model_config(io::TinyModelOptions{});
+  throw_bad_input("--preset", "unknown model preset '" + name + "' (expected llama2-7b, llama3-8b or tiny)");
+}
+
+size_t parse_byte_size(const std::string& text, const std::string& key) {
+  auto bad = [&]() -> size_t {
+    throw_bad_input("config", "cannot read '" + text + "' as a size (like 24GiB, 24GB, 500MiB or bytes)",
+                    "key '" + key + "'");
+  };
+  size_t pos = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &pos);
+  } catch (const std::exception&) {
+    return bad();
+  }
+  std::string unit = text.substr(pos);
+  unit.erase(std::remove(unit.begin(), unit.end(), ' '), unit.end());
+  std::string u;
+  for (char ch : unit) u += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  double mult = 0;
+  if (u.empty() || u == "b") mult = 1;
+  else if (u == "kb") mult = 1e3;
+  else if (u == "mb") mult = 1e6;
+  else if (u == "gb") mult = 1e9;
+  else if (u == "tb") mult = 1e12;
+  else if (u == "k" || u == "kib") mult = 1024.0;
+  else if (u == "m" || u == "mib") mult = 1024.0 * 1024;
+  else if (u == "g" || u == "gib") mult = 1024.0 * 1024 * 1024;
+  else if (u == "t" || u == "tib") mult = 1024.0 * 1024 * 1024 * 1024;
+  else return bad();
+  const double bytes = value * mult;
+  if (!(bytes > 0) || !std::isfinite(bytes) || bytes > 1.8e19) return bad();
+  return static_cast<size_t>(std::llround(bytes));
+}
+
+}  // namespace qtrain::rt

@@ -1,0 +1,174 @@
+// The memory plan: each category pinned for Llama-2-7B and Llama-3.1-8B QLoRA (r 64 on all 7 linear
+// kinds, micro batch 1, 2048 tokens, gradient checkpointing, paged_adamw_8bit) to the values of the
+// formulas in plan.cpp, recomputed by hand (a separate Python transcription of the formulas); totals
+// checked against published numbers; monotonicity; the largest-fit searches; input errors.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "csrc/core/error.h"
+#include "runtime/memory/plan.h"
+
+namespace qtrain::rt {
+namespace {
+
+PlanInput qlora(const std::string& preset) {
+  PlanInput in;
+  in.model = model_preset(preset);
+  in.adapter = AdapterKind::QLoRA;
+  in.lora_r = 64;
+  in.micro_batch_size = 1;
+  in.sequence_len = 2048;
+  in.gradient_checkpointing = true;
+  in.optimizer = OptimizerKind::PagedAdamW8bit;
+  return in;
+}
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+TEST(MemoryPlan, Llama2_7B_QLoRA_Batch1_Seq2048) {
+  const MemoryPlan p = make_memory_plan(qlora("llama2-7b"));
+  // 6.48 G linear weights: NF4 3 238 002 688 B + 102 770 624 B of double-quant constants.
+  EXPECT_EQ(p.bytes_of(kPlanBaseWeights), 3340773312u);
+  EXPECT_EQ(p.bytes_of(kPlanBf16Parts), 524820480u);  // embeddings + lm_head 32000 x 4096 + 65 norms
+  EXPECT_EQ(p.trainable_params, 159907840);            // r 64 on 7 kinds x 32 layers
+  EXPECT_EQ(p.bytes_of(kPlanLora), 959447040u);
+  EXPECT_EQ(p.bytes_of(kPlanGrads), 639631360u);
+  EXPECT_EQ(p.bytes_of(kPlanOptimizer), 324812800u);
+  EXPECT_EQ(p.bytes_of(kPlanActivations), 570433536u);
+  EXPECT_EQ(p.bytes_of(kPlanActGrads), 150994944u);
+  EXPECT_EQ(p.bytes_of(kPlanRecompute), 271597568u);
+  EXPECT_EQ(p.bytes_of(kPlanAttention), 67633152u);
+  EXPECT_EQ(p.bytes_of(kPlanCrossEntropy), 65552384u);
+  EXPECT_EQ(p.bytes_of(kPlanCublas), 33554432u);
+  EXPECT_EQ(p.bytes_of(kPlanDequant), 90177536u);  // down_proj 4096 x 11008 in bf16
+  EXPECT_EQ(p.peak, 7039428544u);
+  // Plausibility. The QLoRA paper puts a 4-bit 7B base at "about 5 GB"; ours is 3.87 GB (NF4 3.24 GB,
+  // constants 0.10 GB, bf16 embeddings and lm_head 0.52 GB): the paper's figure is a measured footprint,
+  // which adds the CUDA context (0.3-0.5 GB, outside our plan) and the allocator's slack. So the base
+  // must sit between 3.5 and 5 GB. LLaMA-Factory reports 7 GB (Unsloth) to 9 GB (HF) for Llama-2-7B
+  // QLoRA at batch 4 x 1024 tokens; the same token count here must land in that range or just under.
+  const double base_gb = static_cast<double>(p.bytes_of(kPlanBaseWeights) + p.bytes_of(kPlanBf16Parts)) / 1e9;
+  EXPECT_GT(base_gb, 3.5);
+  EXPECT_LT(base_gb, 5.0);
+  PlanInput b4 = qlora("llama2-7b");
+  b4.micro_batch_size = 4;
+  b4.sequence_len = 1024;
+  const double gb = static_cast<double>(make_memory_plan(b4).peak) / 1e9;
+  EXPECT_GT(gb, 5.5);
+  EXPECT_LT(gb, 9.5);
+}
+
+TEST(MemoryPlan, Llama31_8B_QLoRA_Batch1_Seq2048) {
+  const MemoryPlan p = make_memory_plan(qlora("llama3-8b"));
+  EXPECT_EQ(p.bytes_of(kPlanBaseWeights), 3600418752u);
+  EXPECT_EQ(p.bytes_of(kPlanBf16Parts), 2101878784u);  // 128256 x 4096 twice: the big vocabulary
+  EXPECT_EQ(p.trainable_params, 167772160);
+  EXPECT_EQ(p.bytes_of(kPlanLora), 1006632960u);
+  EXPECT_EQ(p.bytes_of(kPlanGrads), 671088640u);
+  EXPECT_EQ(p.bytes_of(kPlanOptimizer), 340787200u);
+  EXPECT_EQ(p.bytes_of(kPlanActivations), 570433536u);
+  EXPECT_EQ(p.bytes_of(kPlanActGrads), 167772160u);
+  EXPECT_EQ(p.bytes_of(kPlanRecompute), 287326208u);
+  EXPECT_EQ(p.bytes_of(kPlanAttention), 17301504u);
+  EXPECT_EQ(p.bytes_of(kPlanCrossEntropy), 262684672u);
+  EXPECT_EQ(p.bytes_of(kPlanCublas), 33554432u);
+  EXPECT_EQ(p.bytes_of(kPlanDequant), 117440512u);
+  EXPECT_EQ(p.peak, 9177319360u);
+  // torchtune: Llama-3.1-8B QLoRA (rank 8) at batch 2 x 2048 packed tokens peaks at 7.4 GiB on a
+  // 4090. Our plan of that run should be near: within 6 to 10 GiB (their recipe's targets and
+  // buffers differ in detail, and a measured peak includes allocator slack).
+  PlanInput tt = qlora("llama3-8b");
+  tt.lora_r = 8;
+  tt.micro_batch_size = 2;
+  const double gib = static_cast<double>(make_memory_plan(tt).peak) / kGiB;
+  EXPECT_GT(gib, 6.0);
+  EXPECT_LT(gib, 10.0);
+}
+
+TEST(MemoryPlan, MoreBatchLongerSequenceOrNoCheckpointingNeedMore) {
+  for (const char* preset : {"llama2-7b", "llama3-8b", "tiny"}) {
+    SCOPED_TRACE(preset);
+    const PlanInput in = qlora(preset);
+    const size_t base = make_memory_plan(in).peak;
+    PlanInput b = in;
+    b.micro_batch_size = 2;
+    EXPECT_GT(make_memory_plan(b).peak, base);
+    PlanInput s = in;
+    s.sequence_len = 4096;
+    EXPECT_GT(make_memory_plan(s).peak, base);
+    PlanInput nc = in;
+    nc.gradient_checkpointing = false;
+    EXPECT_GT(make_memory_plan(nc).peak, base);
+    const bool big = std::string(preset) != "tiny";  // tiny: 2 layers (all in flight), r 64 > hidden 64
+    PlanInput off = in;
+    off.offload = true;
+    if (big) {
+      EXPECT_LT(make_memory_plan(off).peak, base);
+    } else {
+      EXPECT_LE(make_memory_plan(off).peak, base);
+    }
+    PlanInput full32 = in;
+    full32.optimizer = OptimizerKind::AdamW;
+    EXPECT_GT(make_memory_plan(full32).peak, base);
+    PlanInput lora = in;
+    lora.adapter = AdapterKind::LoRA;
+    EXPECT_GT(make_memory_plan(lora).peak, base);
+    PlanInput full = in;
+    full.adapter = AdapterKind::Full;
+    if (big) {
+      EXPECT_GT(make_memory_plan(full).peak, make_memory_plan(lora).peak);
+    }
+  }
+}
+
+TEST(MemoryPlan, LargestFitIsTheEdge) {
+  const PlanInput in = qlora("llama2-7b");
+  const size_t limit = size_t{24} << 30;
+  const int64_t b = largest_micro_batch(in, limit);
+  ASSERT_GT(b, 1);
+  PlanInput x = in;
+  x.micro_batch_size = b;
+  EXPECT_LE(make_memory_plan(x).peak, limit);
+  x.micro_batch_size = b + 1;
+  EXPECT_GT(make_memory_plan(x).peak, limit);
+
+  const int64_t s = largest_sequence_len(in, limit);
+  ASSERT_GT(s, 2048);
+  x = in;
+  x.sequence_len = s;
+  EXPECT_LE(make_memory_plan(x).peak, limit);
+  x.sequence_len = s + 1;
+  EXPECT_GT(make_memory_plan(x).peak, limit);
+  // Nothing fits in 1 GiB: the base alone is larger.
+  EXPECT_EQ(largest_micro_batch(in, size_t{1} << 30), 0);
+  EXPECT_EQ(largest_sequence_len(in, size_t{1} << 30), 0);
+}
+
+TEST(MemoryPlan, TargetsAndErrors) {
+  PlanInput in = qlora("llama2-7b");
+  in.lora_target_modules = {"q_proj", "v_proj"};
+  const MemoryPlan qv = make_memory_plan(in);
+  EXPECT_EQ(qv.trainable_params, int64_t{32} * 64 * (2 * 4096 + 2 * 4096));
+  EXPECT_EQ(parse_target_modules({"all-linear"}).size(), 7u);
+  EXPECT_THROW(parse_target_modules({"q_proj", "lm_head"}), Error);
+  EXPECT_THROW(parse_adapter("dora"), Error);
+  EXPECT_EQ(parse_adapter(""), AdapterKind::Full);
+  EXPECT_THROW(model_preset("llama-70b"), Error);
+  in.micro_batch_size = 0;
+  EXPECT_THROW(make_memory_plan(in), Error);
+}
+
+TEST(MemoryPlan, ByteSizes) {
+  EXPECT_EQ(parse_byte_size("24GiB"), size_t{24} << 30);
+  EXPECT_EQ(parse_byte_size("24 GB"), size_t{24000000000});
+  EXPECT_EQ(parse_byte_size("500MiB"), size_t{500} << 20);
+  EXPECT_EQ(parse_byte_size("1.5g"), size_t{3} << 29);
+  EXPECT_EQ(parse_byte_size("4096"), size_t{4096});
+  EXPECT_THROW(parse_byte_size("lots"), Error);
+  EXPECT_THROW(parse_byte_size("24 parsecs"), Error);
+  EXPECT_THROW(parse_byte_size("-1GiB"), Error);
+}
+
+}  // namespace
+}  // namespace qtrain::rt
