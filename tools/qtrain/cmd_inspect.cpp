@@ -1,5 +1,6 @@
 // `qtrain inspect <dir>`: what a model folder holds (config, tensors, sizes) and whether it is a
-// complete model of its architecture. Exit code 2 when it is not.
+// complete model of its architecture. Exit code 2 when it is not. A bitsandbytes 4-bit weight is shown
+// as one nf4 row (its shape from the quant state, its companion tensors folded in), each one checked.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -10,9 +11,11 @@
 #include <vector>
 
 #include "csrc/core/error.h"
+#include "csrc/io/bnb4bit.h"
 #include "csrc/io/hf_config.h"
 #include "csrc/io/llama_layout.h"
 #include "csrc/io/safetensors.h"
+#include "runtime/model/nf4_weights.h"
 #include "tools/qtrain/commands.h"
 
 namespace qtrain::tools {
@@ -86,13 +89,40 @@ int inspect(const std::string& dir) {
     if (ckpt.contains(e.name) && listed.insert(e.name).second) names.push_back(e.name);
   for (const auto& n : ckpt.names())
     if (listed.insert(n).second) names.push_back(n);
+  // 4-bit weights: checked here (sizes, quant state, code tables) so a damaged one fails inspect.
+  struct Nf4Row {
+    io::Bnb4bitTensors t;
+    uint64_t bytes = 0;  // all of its tensors
+  };
+  std::map<std::string, Nf4Row> nf4;
+  std::set<std::string> folded;  // companion tensors shown inside their weight's row
+  uint64_t nf4_params = 0, nf4_storage = 0;
+  std::set<int64_t> blocksizes;
+  std::set<bool> nested;
+  for (const auto& e : io::llama_tensor_layout(config)) {
+    if (e.role != io::TensorRole::Linear || !ckpt.contains(e.name) || !io::is_bnb4bit_weight(ckpt, e.name)) continue;
+    Nf4Row row{io::read_bnb4bit_tensors(ckpt, e.name, e.shape), 0};
+    model::check_nf4_tables(ckpt, row.t);
+    for (const auto& part : io::bnb4bit_tensor_names(e.name, row.t.state.nested)) {
+      row.bytes += ckpt.info(part).nbytes();
+      if (part != e.name) folded.insert(part);
+    }
+    nf4_params += row.t.numel;
+    nf4_storage += row.t.packed.size() + row.t.absmax.size() + row.t.nested_absmax.size();
+    blocksizes.insert(row.t.state.blocksize);
+    nested.insert(row.t.state.nested);
+    nf4.emplace(e.name, std::move(row));
+  }
+  std::erase_if(names, [&](const std::string& n) { return folded.count(n) != 0; });
+
   std::map<std::string, size_t> per_dtype;
   uint64_t total = 0;
   size_t name_width = 4;
   for (const auto& n : names) {
     const auto& info = ckpt.info(n);
-    ++per_dtype[dtype_name(info.dtype)];
-    total += info.nbytes();
+    const auto q = nf4.find(n);
+    ++per_dtype[q != nf4.end() ? "nf4" : dtype_name(info.dtype)];
+    total += q != nf4.end() ? q->second.bytes : info.nbytes();
     name_width = std::max(name_width, n.size());
   }
   std::string dtypes;
@@ -104,16 +134,36 @@ int inspect(const std::string& dir) {
   std::string tokenizer;
   for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json"})
     if (fs::exists(fs::path(dir) / f)) tokenizer += (tokenizer.empty() ? "" : ", ") + std::string(f);
-  std::printf("tokenizer      %s\n\n", tokenizer.empty() ? "none found" : tokenizer.c_str());
+  std::printf("tokenizer      %s\n", tokenizer.empty() ? "none found" : tokenizer.c_str());
+  if (!nf4.empty()) {
+    std::string bs;
+    for (int64_t b : blocksizes) bs += (bs.empty() ? "" : "/") + std::to_string(b);
+    // Bits of the data that grows with the weight; the shared code tables and quant_state JSON are
+    // constants per tensor and left out (4 + 32/64 = 4.5 plain, 4.127 double-quantized at 64).
+    std::printf("nf4            %zu linear weights, blocksize %s, double quant %s, %.3f bits/param\n", nf4.size(),
+                bs.c_str(), nested.size() > 1 ? "mixed" : (*nested.begin() ? "yes" : "no"),
+                8.0 * static_cast<double>(nf4_storage) / static_cast<double>(nf4_params));
+  }
+  std::printf("\n");
 
   const bool sharded = ckpt.files().size() > 1;
   std::printf("%-*s  %-16s  %-5s  %12s%s\n", static_cast<int>(name_width), "name", "shape", "dtype", "bytes",
               sharded ? "  file" : "");
   for (const auto& n : names) {
     const auto& info = ckpt.info(n);
-    std::printf("%-*s  %-16s  %-5s  %12zu", static_cast<int>(name_width), n.c_str(),
-                io::shape_string(info.shape).c_str(), dtype_name(info.dtype), info.nbytes());
+    const auto q = nf4.find(n);
+    if (q == nf4.end()) {
+      std::printf("%-*s  %-16s  %-5s  %12zu", static_cast<int>(name_width), n.c_str(),
+                  io::shape_string(info.shape).c_str(), dtype_name(info.dtype), info.nbytes());
+    } else {
+      std::printf("%-*s  %-16s  %-5s  %12llu", static_cast<int>(name_width), n.c_str(),
+                  io::shape_string(q->second.t.state.shape).c_str(), "nf4",
+                  static_cast<unsigned long long>(q->second.bytes));
+    }
     if (sharded) std::printf("  %s", fs::path(ckpt.file_of(n)).filename().c_str());
+    if (q != nf4.end())
+      std::printf("  blocksize %lld, double quant %s", static_cast<long long>(q->second.t.state.blocksize),
+                  q->second.t.state.nested ? "yes" : "no");
     std::printf("\n");
   }
 

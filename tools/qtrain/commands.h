@@ -15,5 +15,7 @@ struct Command {
 
 Command add_make_tiny(CLI::App& root);
 Command add_inspect(CLI::App& root);
+Command add_quantize(CLI::App& root);
+Command add_plan(CLI::App& root);
 
 }  // namespace qtrain::tools

@@ -30,6 +30,8 @@ int main(int argc, char** argv) {
   const std::vector<qtrain::tools::Command> commands = {
       qtrain::tools::add_make_tiny(app),
       qtrain::tools::add_inspect(app),
+      qtrain::tools::add_quantize(app),
+      qtrain::tools::add_plan(app),
   };
 
   try {
