@@ -2,18 +2,14 @@
 #include "qk/adamw.h"
 
 #include "qk/error.h"
+#include "qk/multi_tensor.h"
 
 namespace qk {
 
 int64_t adamw_plan_chunks(AdamWTensor* tensors, int count) {
   QK_REQUIRE(count >= 0, "negative tensor count");
-  int64_t chunks = 0;
-  for (int i = 0; i < count; ++i) {
-    QK_REQUIRE(tensors[i].n >= 0, "negative tensor size");
-    tensors[i].chunk_begin = chunks;
-    chunks += (tensors[i].n + kAdamWChunk - 1) / kAdamWChunk;
-  }
-  return chunks;
+  for (int i = 0; i < count; ++i) QK_REQUIRE(tensors[i].n >= 0, "negative tensor size");
+  return plan_tensor_chunks(tensors, count, [](const AdamWTensor& t) { return (t.n + kAdamWChunk - 1) / kAdamWChunk; });
 }
 
 }  // namespace qk

@@ -4,18 +4,14 @@
 #include <cmath>
 
 #include "qk/error.h"
+#include "qk/multi_tensor.h"
 
 namespace qk {
 
 int64_t norm_plan_chunks(NormTensor* tensors, int count) {
   QK_REQUIRE(count >= 0, "negative tensor count");
-  int64_t chunks = 0;
-  for (int i = 0; i < count; ++i) {
-    QK_REQUIRE(tensors[i].n >= 0, "negative tensor size");
-    tensors[i].chunk_begin = chunks;
-    chunks += (tensors[i].n + kNormChunk - 1) / kNormChunk;
-  }
-  return chunks;
+  for (int i = 0; i < count; ++i) QK_REQUIRE(tensors[i].n >= 0, "negative tensor size");
+  return plan_tensor_chunks(tensors, count, [](const NormTensor& t) { return (t.n + kNormChunk - 1) / kNormChunk; });
 }
 
 }  // namespace qk

@@ -4,6 +4,7 @@
 // fp32 per element.
 #include "qk/adamw.h"
 #include "qk/cuda_check.h"
+#include "qk/multi_tensor.h"
 #include "qk/nvtx.h"
 #include "qk/simt.h"
 
@@ -15,13 +16,7 @@ constexpr int kThreads = 256;
 __global__ void QK_LAUNCH_BOUNDS(kThreads)
     adamw_kernel(const AdamWTensor* __restrict__ tensors, int count, AdamWStepConsts c) {
   const int64_t chunk = blockIdx.x;
-  int lo = 0, hi = count - 1;  // last tensor whose chunk_begin <= chunk
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (tensors[mid].chunk_begin <= chunk) lo = mid;
-    else hi = mid - 1;
-  }
-  const AdamWTensor t = tensors[lo];
+  const AdamWTensor t = tensors[tensor_of_chunk(tensors, count, chunk)];
   const int64_t begin = (chunk - t.chunk_begin) * kAdamWChunk;
   const int64_t end = begin + kAdamWChunk < t.n ? begin + kAdamWChunk : t.n;
   for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {

@@ -6,6 +6,7 @@
 // point needs no table argument.
 #include "qk/adamw8bit.h"
 #include "qk/cuda_check.h"
+#include "qk/multi_tensor.h"
 #include "qk/nvtx.h"
 #include "qk/simt.h"
 
@@ -38,13 +39,7 @@ __global__ void QK_LAUNCH_BOUNDS(kThreads)
   __shared__ float code2[256];
   __shared__ float scratch[kWarps];
   const int64_t chunk = blockIdx.x;
-  int lo = 0, hi = count - 1;  // last tensor whose chunk_begin <= chunk
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (tensors[mid].chunk_begin <= chunk) lo = mid;
-    else hi = mid - 1;
-  }
-  const AdamW8bitTensor t = tensors[lo];
+  const AdamW8bitTensor t = tensors[tensor_of_chunk(tensors, count, chunk)];
   const int64_t block = chunk - t.chunk_begin;
   const int64_t i = block * kAdamW8bitBlock + threadIdx.x;
   const bool valid = i < t.n;

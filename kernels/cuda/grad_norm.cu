@@ -1,8 +1,10 @@
 // Global gradient norm in two deterministic passes. Pass 1: each block sums the squares of one
 // chunk (warp shuffles, then one partial per warp through shared memory). Pass 2: a single block
 // sums the partials in a fixed order and takes the square root.
+#include "qk/block_reduce.h"
 #include "qk/cuda_check.h"
 #include "qk/grad_norm.h"
+#include "qk/multi_tensor.h"
 #include "qk/nvtx.h"
 #include "qk/simt.h"
 
@@ -12,33 +14,11 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// Sum over the block; the result is valid in thread 0.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-  v = warp_sum(v);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  v = threadIdx.x < kWarps ? scratch[threadIdx.x] : 0.0f;
-  if (warp == 0) v = warp_sum(v);
-  return v;
-}
-
 __global__ void QK_LAUNCH_BOUNDS(kThreads)
     partial_sums_kernel(const NormTensor* __restrict__ tensors, int count, float* __restrict__ partials) {
   __shared__ float scratch[kWarps];
   const int64_t chunk = blockIdx.x;
-  int lo = 0, hi = count - 1;  // last tensor whose chunk_begin <= chunk
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (tensors[mid].chunk_begin <= chunk) lo = mid;
-    else hi = mid - 1;
-  }
-  const NormTensor t = tensors[lo];
+  const NormTensor t = tensors[tensor_of_chunk(tensors, count, chunk)];
   const int64_t begin = (chunk - t.chunk_begin) * kNormChunk;
   const int64_t end = begin + kNormChunk < t.n ? begin + kNormChunk : t.n;
   float acc = 0.0f;

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "qk/bf16_pack.h"
+#include "qk/block_reduce.h"
 #include "qk/cuda_check.h"
 #include "qk/nvtx.h"
 #include "qk/rmsnorm.h"
@@ -18,24 +19,6 @@ namespace {
 
 constexpr int kMaxThreads = 256;
 constexpr int kMaxWarps = kMaxThreads / 32;
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// Sum over the block, returned to every thread (each warp reduces the per-warp sums in the same
-// order, so all agree). Ends with a barrier so that scratch can be reused for the next row.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-  v = warp_sum(v);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  v = lane < static_cast<int>(blockDim.x / 32) ? scratch[lane] : 0.0f;
-  v = warp_sum(v);
-  __syncthreads();
-  return v;
-}
 
 // x, r and h are not __restrict__: h may alias x or r.
 template <int N, bool Has_residual>
