@@ -39,8 +39,8 @@ void adamw8bit_update(const AdamW8bitTensor* tensors, int count, const AdamWPara
   const AdamW8bitStepConsts c = adamw8bit_step_consts(params);
   std::array<float, 256> code1{}, code2{};
   for (int k = 0; k < 256; ++k) {
-    code1[static_cast<size_t>(k)] = adamw8bit_signed_code(k);
-    code2[static_cast<size_t>(k)] = adamw8bit_unsigned_code(k);
+    code1[static_cast<size_t>(k)] = dynamic_code_signed(k);
+    code2[static_cast<size_t>(k)] = dynamic_code_unsigned(k);
   }
   std::array<float, kAdamW8bitBlock> m{}, v{};
   for (int ti = 0; ti < count; ++ti) {
@@ -57,7 +57,7 @@ void adamw8bit_update(const AdamW8bitTensor* tensors, int count, const AdamWPara
         const bool valid = i < t.n;
         const float g = valid ? t.grad[i] : 0.0f;
         const unsigned q1 = valid ? t.q1[i] : 128u, q2 = valid ? t.q2[i] : 0u;
-        adamw8bit_moments(c, g, a8::mul(code1[q1], t.absmax1[b]), a8::mul(code2[q2], t.absmax2[b]), m[j], v[j]);
+        adamw8bit_moments(c, g, mul_rn(code1[q1], t.absmax1[b]), mul_rn(code2[q2], t.absmax2[b]), m[j], v[j]);
         absmax1 = a8::fmax(absmax1, std::fabs(m[j]));
         absmax2 = a8::fmax(absmax2, std::fabs(v[j]));
       }

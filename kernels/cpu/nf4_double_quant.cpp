@@ -14,7 +14,7 @@ struct DynamicTables {
   std::array<float, 256> code{};
   std::array<float, 255> mid{};
   DynamicTables() {
-    for (int i = 0; i < 256; ++i) code[i] = nf4::dynamic_code_value(i);
+    for (int i = 0; i < 256; ++i) code[i] = dynamic_code_signed(i);
     for (int k = 0; k < 255; ++k) mid[k] = nf4::dynamic_midpoint(code.data(), k);
   }
 };

@@ -55,8 +55,8 @@ __global__ void QK_LAUNCH_BOUNDS(kThreads)
     return;
   }
 
-  code1[threadIdx.x] = adamw8bit_signed_code(static_cast<int>(threadIdx.x));
-  code2[threadIdx.x] = adamw8bit_unsigned_code(static_cast<int>(threadIdx.x));
+  code1[threadIdx.x] = dynamic_code_signed(static_cast<int>(threadIdx.x));
+  code2[threadIdx.x] = dynamic_code_unsigned(static_cast<int>(threadIdx.x));
   __syncthreads();
 
   // Lanes past the end are bnb's padding: g = 0, codes 128 and 0.
@@ -65,7 +65,7 @@ __global__ void QK_LAUNCH_BOUNDS(kThreads)
   const unsigned q2 = valid ? t.q2[i] : 0u;
   const float old_absmax1 = t.absmax1[block], old_absmax2 = t.absmax2[block];
   float m, v;
-  adamw8bit_moments(c, g, a8::mul(code1[q1], old_absmax1), a8::mul(code2[q2], old_absmax2), m, v);
+  adamw8bit_moments(c, g, mul_rn(code1[q1], old_absmax1), mul_rn(code2[q2], old_absmax2), m, v);
 
   // Every thread has read the old absmax before block_max's barriers; thread 0 then overwrites it.
   const float absmax1 = block_max(a8::fmax(-3.402823466e38f, fabsf(m)), scratch);

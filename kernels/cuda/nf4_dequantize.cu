@@ -83,7 +83,7 @@ __device__ __forceinline__ void scalar_range(const uint8_t* packed, const float*
 template <typename T, bool Is_nested>
 __device__ __forceinline__ void load_tables(float* code4, float* code8) {
   if (threadIdx.x < 16) code4[threadIdx.x] = nf4::code_value(threadIdx.x);
-  if constexpr (Is_nested) code8[threadIdx.x] = nf4::dynamic_code_value(static_cast<int>(threadIdx.x));
+  if constexpr (Is_nested) code8[threadIdx.x] = dynamic_code_signed(static_cast<int>(threadIdx.x));
   __syncthreads();
 }
 

@@ -33,7 +33,7 @@ __global__ void QK_LAUNCH_BOUNDS(kThreads)
 
 __device__ __forceinline__ void build_dynamic_tables(float* code, float* mid) {
   const int t = static_cast<int>(threadIdx.x);
-  code[t] = nf4::dynamic_code_value(t);
+  code[t] = dynamic_code_signed(t);
   __syncthreads();
   if (t < 255) mid[t] = nf4::dynamic_midpoint(code, t);
   __syncthreads();

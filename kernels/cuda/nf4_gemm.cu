@@ -222,7 +222,7 @@ __global__ void QK_LAUNCH_BOUNDS(TileT::kThreads, TileT::kMinBlocks) nf4_gemm_ke
     for (int i = 0; i < 16; ++i) code4[i] = nf4::code_value(static_cast<unsigned>(i));
   }
   if constexpr (Is_nested)
-    for (int i = tid; i < 256; i += TileT::kThreads) code8[i] = nf4::dynamic_code_value(i);
+    for (int i = tid; i < 256; i += TileT::kThreads) code8[i] = dynamic_code_signed(i);
 
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {

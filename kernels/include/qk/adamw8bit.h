@@ -37,6 +37,7 @@
 #include <cstring>
 
 #include "qk/adamw.h"
+#include "qk/dynamic_code.h"
 #include "qk/hd.h"
 
 namespace qk {
@@ -68,34 +69,6 @@ int64_t adamw8bit_plan_chunks(AdamW8bitTensor* tensors, int count);
 
 // ---- fp32 arithmetic with one rounding each (nvcc would otherwise contract into fma) ----------------
 namespace a8 {
-QK_HD float mul(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-QK_HD float add(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-QK_HD float div(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
-QK_HD float sqrt(float a) {
-#if defined(__CUDA_ARCH__)
-  return __fsqrt_rn(a);
-#else
-  return std::sqrt(a);
-#endif
-}
 QK_HD uint32_t bits(float x) {
 #if defined(__CUDA_ARCH__)
   return __float_as_uint(x);
@@ -115,53 +88,7 @@ QK_HD float fmax(float a, float b) {
   return std::fmax(a, b);
 #endif
 }
-
-// torch.linspace(0.1, 1, steps, dtype=float32)[j]: one fp32 step, then start + step*j for the lower
-// half and end - step*(steps-1-j) for the upper half, each rounded once (exact in double first).
-QK_HD float linspace(int steps, int j) {
-  const float start = 0.1f, end = 1.0f;
-  const float step = (end - start) / static_cast<float>(steps - 1);
-  if (j < steps / 2) return static_cast<float>(static_cast<double>(start) + static_cast<double>(step) * j);
-  return static_cast<float>(static_cast<double>(end) - static_cast<double>(step) * (steps - 1 - j));
-}
-// Value k of decade i (10^(i-6) times the mean of linspace bounds k and k+1 of `steps` points).
-QK_HD float decade_value(int i, int steps, int k) {
-  // A switch, not a table: a dynamically indexed local array would live in device stack memory.
-  float decade = 1.0f;
-  switch (i) {
-    case 0: decade = static_cast<float>(1e-6); break;
-    case 1: decade = static_cast<float>(1e-5); break;
-    case 2: decade = static_cast<float>(1e-4); break;
-    case 3: decade = static_cast<float>(1e-3); break;
-    case 4: decade = static_cast<float>(1e-2); break;
-    case 5: decade = static_cast<float>(1e-1); break;
-    default: break;
-  }
-  const float mean = (linspace(steps, k) + linspace(steps, k + 1)) / 2.0f;
-  return mul(decade, mean);
-}
 }  // namespace a8
-
-// The signed dynamic code, ascending: 127 negative values, 0 at 127, 127 positive values, 1.0 at 255;
-// decade i (0..6) holds 2^i values per sign.
-QK_HD float adamw8bit_signed_code(int idx) {
-  if (idx == 255) return 1.0f;
-  if (idx == 127) return 0.0f;
-  const int p = idx >= 128 ? idx - 128 : 126 - idx;
-  int i = 0;
-  while ((2 << i) <= p + 1) ++i;
-  const float x = a8::decade_value(i, (1 << i) + 1, p + 1 - (1 << i));
-  return idx >= 128 ? x : -x;
-}
-// The unsigned dynamic code, ascending: 0 at 0, 254 positive values, 1.0 at 255; decade i holds 2^(i+1).
-QK_HD float adamw8bit_unsigned_code(int idx) {
-  if (idx == 0) return 0.0f;
-  if (idx == 255) return 1.0f;
-  const int q = idx - 1;
-  int i = 0;
-  while ((2 << (i + 1)) - 2 <= q) ++i;
-  return a8::decade_value(i, (2 << i) + 1, q - ((2 << i) - 2));
-}
 
 // bnb's quantize_2D: a binary search from code[127] in steps of 64, 32, ..., 1, then the nearer of the
 // last pivot and the bracketing value on x's side, a midpoint tie staying at the pivot. NaN: code 0.
@@ -182,18 +109,18 @@ QK_HD unsigned adamw8bit_quantize(const float* code, float x) {
     }
     val = code[pivot];
   }
-  if (x > val) return x > a8::mul(a8::add(upper, val), 0.5f) ? upper_pivot : pivot;
-  return x < a8::mul(a8::add(lower, val), 0.5f) ? lower_pivot : pivot;
+  if (x > val) return x > mul_rn(add_rn(upper, val), 0.5f) ? upper_pivot : pivot;
+  return x < mul_rn(add_rn(lower, val), 0.5f) ? lower_pivot : pivot;
 }
 
 // The code byte of the first moment: nearest code, then bnb's sign fix (with byte wrap-around).
 QK_HD uint8_t adamw8bit_quantize_m(const float* code1, float m, float absmax) {
-  unsigned c = adamw8bit_quantize<true>(code1, a8::div(m, absmax));
+  unsigned c = adamw8bit_quantize<true>(code1, div_rn(m, absmax));
   if (a8::sign(code1[c]) != a8::sign(m)) c = m > 0.0f ? c + 1 : c - 1;
   return static_cast<uint8_t>(c & 255u);
 }
 QK_HD uint8_t adamw8bit_quantize_v(const float* code2, float v, float absmax) {
-  return static_cast<uint8_t>(adamw8bit_quantize<false>(code2, a8::div(v, absmax)));
+  return static_cast<uint8_t>(adamw8bit_quantize<false>(code2, div_rn(v, absmax)));
 }
 
 // Per-step constants, computed once on the host.
@@ -229,24 +156,24 @@ QK_HD void adamw8bit_moments(const AdamW8bitStepConsts& c, float g_raw, float m_
     v = 0.0f;
     return;
   }
-  const float g = a8::mul(g_raw, c.grad_scale);
-  v = a8::add(a8::mul(v_old, c.beta2), a8::mul(a8::mul(c.one_minus_beta2, g), g));
-  m = a8::add(a8::mul(m_old, c.beta1), a8::mul(c.one_minus_beta1, g));
+  const float g = mul_rn(g_raw, c.grad_scale);
+  v = add_rn(mul_rn(v_old, c.beta2), mul_rn(mul_rn(c.one_minus_beta2, g), g));
+  m = add_rn(mul_rn(m_old, c.beta1), mul_rn(c.one_minus_beta1, g));
 }
 // The parameter after the step, given the new moments; unchanged for a non-finite gradient.
 QK_HD float adamw8bit_param(const AdamW8bitStepConsts& c, float p, float g_raw, float m, float v) {
   if (!a8::finite(g_raw)) return p;
-  p = a8::add(p, a8::mul(c.step_size, a8::div(m, a8::add(a8::sqrt(v), c.eps_c2))));
-  if (c.has_decay) p = a8::mul(p, c.decay);
+  p = add_rn(p, mul_rn(c.step_size, div_rn(m, add_rn(sqrt_rn(v), c.eps_c2))));
+  if (c.has_decay) p = mul_rn(p, c.decay);
   return p;
 }
 // One element of a small (32-bit state) tensor.
 QK_HD void adamw8bit_element32(const AdamW8bitStepConsts& c, float& p, float g_raw, float& m, float& v) {
-  const float g = a8::mul(c.grad_scale, g_raw);
-  m = a8::add(a8::mul(m, c.beta1), a8::mul(c.one_minus_beta1, g));
-  v = a8::add(a8::mul(v, c.beta2), a8::mul(c.one_minus_beta2, a8::mul(g, g)));
-  p = a8::add(p, a8::mul(c.step_size, a8::div(m, a8::add(a8::sqrt(v), c.eps_c2))));
-  if (c.has_decay) p = a8::mul(p, c.decay);
+  const float g = mul_rn(c.grad_scale, g_raw);
+  m = add_rn(mul_rn(m, c.beta1), mul_rn(c.one_minus_beta1, g));
+  v = add_rn(mul_rn(v, c.beta2), mul_rn(c.one_minus_beta2, mul_rn(g, g)));
+  p = add_rn(p, mul_rn(c.step_size, div_rn(m, add_rn(sqrt_rn(v), c.eps_c2))));
+  if (c.has_decay) p = mul_rn(p, c.decay);
 }
 
 }  // namespace qk

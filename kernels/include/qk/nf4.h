@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "qk/bf16_bits.h"
+#include "qk/dynamic_code.h"
 #include "qk/hd.h"
 
 namespace qk::nf4 {
@@ -42,38 +43,12 @@ QK_HD constexpr int log2_blocksize(int b) {
 QK_HD constexpr size_t packed_bytes(size_t n) { return (n + 1) / 2; }
 QK_HD constexpr size_t num_blocks(size_t n, size_t blocksize) { return (n + blocksize - 1) / blocksize; }
 
-// ---- fp32 arithmetic, spelled out so the GPU and the CPU round identically. ------------------------
-// nvcc would contract a*b+c into an fma and --use_fast_math would approximate 1/x; the intrinsics pin
-// one IEEE rounding per operation. Host code: x86-64 baseline has no fma, and g++ in ISO mode does
-// not contract.
-QK_HD float mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-QK_HD float add_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-QK_HD float sub_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-QK_HD float rcp_rn(float a) {
-#if defined(__CUDA_ARCH__)
-  return __frcp_rn(a);
-#else
-  return 1.0f / a;
-#endif
-}
+// One rounding per operation (qk/dynamic_code.h), also reachable as nf4::mul_rn etc.
+using qk::add_rn;
+using qk::mul_rn;
+using qk::rcp_rn;
+using qk::sub_rn;
+
 QK_HD float abs_bits(float x) { return f32_from_bits(f32_bits(x) & 0x7fffffffu); }
 // Running max of |x|; a NaN x leaves m unchanged on both sides (no fmaxf/std::fmax subtleties).
 QK_HD float max_abs(float m, float x) {
@@ -146,34 +121,7 @@ QK_HD unsigned low_nibble(uint8_t b) { return b & 15u; }
 
 QK_HD float dequantize_value(unsigned q, float absmax) { return mul_rn(code_value(q), absmax); }
 
-// ---- The signed 8-bit dynamic code (bitsandbytes' create_dynamic_map(signed=True)) ---------------
-// Sorted, the 256 values are: code[127 - 1 - p] = -pos(p), code[127] = 0, code[128 + p] = pos(p) for
-// p = 0..126, code[255] = 1.0, where positive value p lies in decade i = floor(log2(p + 1)) at
-// position k = p + 1 - 2^i: pos = f32(10^(i-6)) * mean_k, mean_k = (b_k + b_{k+1}) / 2 and b =
-// linspace(0.1f, 1.0f, 2^i + 1) in fp32 as PyTorch computes it (start + step*j, or end - step*(steps-1-j)
-// for the upper half, each with one rounding). Decades do not overlap, so no sort is needed.
-QK_HD float linspace_f32(int steps, int j) {
-  const float start = 0.1f, end = 1.0f;
-  const float step = (end - start) / static_cast<float>(steps - 1);
-  // The products and sums below are exact in double, so one rounding to float remains.
-  if (j < steps / 2) return static_cast<float>(static_cast<double>(start) + static_cast<double>(step) * j);
-  return static_cast<float>(static_cast<double>(end) - static_cast<double>(step) * (steps - 1 - j));
-}
-QK_HD float dynamic_positive(int p) {
-  int i = 0;
-  while ((2 << i) <= p + 1) ++i;
-  const int k = p + 1 - (1 << i);
-  const int steps = (1 << i) + 1;
-  const float mean = (linspace_f32(steps, k) + linspace_f32(steps, k + 1)) / 2.0f;
-  constexpr double decade[7] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0};
-  return mul_rn(static_cast<float>(decade[i]), mean);
-}
-QK_HD float dynamic_code_value(int idx) {
-  if (idx == 255) return 1.0f;
-  if (idx == 127) return 0.0f;
-  if (idx >= 128) return dynamic_positive(idx - 128);
-  return -dynamic_positive(126 - idx);
-}
+// ---- Double quantization: the signed 8-bit dynamic code is qk::dynamic_code_signed -------------
 // Midpoint k (0..254) of the dynamic code, computed in fp32 as bitsandbytes does.
 QK_HD float dynamic_midpoint(const float* code, int k) { return mul_rn(add_rn(code[k], code[k + 1]), 0.5f); }
 

@@ -21,7 +21,7 @@
 // small 38 / 37 KiB; static 64 B (NF4 code table), + 1 KiB with double quantization (8-bit code table).
 // ptxas -v, CUDA 13.0, sm_80 (same on sm_86/89): large 124-126 registers (the launch bound allows 128:
 // two CTAs per SM), small 72-80; no spills; the double-quantized variants keep a 56-byte stack frame
-// (nf4::dynamic_code_value's constant table, read once per CTA when it builds the 8-bit code table).
+// (the 8-bit code table is built once per CTA from qk::dynamic_code_signed).
 //
 // Path choice (nf4_gemm_choose): PROVISIONAL until measured on a GPU (bench/gpu/bench_nf4_gemm.cpp,
 // tools/gpu-check). Today: fused whenever it supports the shape and T <= fused_max_tokens (unbounded by

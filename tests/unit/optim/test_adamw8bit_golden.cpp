@@ -90,7 +90,7 @@ struct State {
 std::vector<double> dequantize(const std::vector<uint8_t>& q, const std::vector<float>& absmax, bool is_signed) {
   std::vector<double> out(q.size());
   for (size_t i = 0; i < q.size(); ++i) {
-    const float c = is_signed ? qk::adamw8bit_signed_code(q[i]) : qk::adamw8bit_unsigned_code(q[i]);
+    const float c = is_signed ? qk::dynamic_code_signed(q[i]) : qk::dynamic_code_unsigned(q[i]);
     out[i] = static_cast<double>(c) * absmax[i / 256];
   }
   return out;
@@ -107,8 +107,8 @@ TEST_F(AdamW8bitGolden, DynamicCodesAreBitsandbytes) {
   ASSERT_EQ(q1.size(), 256u);
   ASSERT_EQ(q2.size(), 256u);
   for (int k = 0; k < 256; ++k) {
-    EXPECT_EQ(qk::adamw8bit_signed_code(k), q1[static_cast<size_t>(k)]) << "signed code " << k;
-    EXPECT_EQ(qk::adamw8bit_unsigned_code(k), q2[static_cast<size_t>(k)]) << "unsigned code " << k;
+    EXPECT_EQ(qk::dynamic_code_signed(k), q1[static_cast<size_t>(k)]) << "signed code " << k;
+    EXPECT_EQ(qk::dynamic_code_unsigned(k), q2[static_cast<size_t>(k)]) << "unsigned code " << k;
   }
 }
 
