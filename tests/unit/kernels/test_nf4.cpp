@@ -285,7 +285,7 @@ TEST(Nf4Dynamic, CodeConstruction) {
     EXPECT_GE(c[128 + p], std::pow(10.0, i - 7)) << p;
     EXPECT_LT(c[128 + p], std::pow(10.0, i - 6)) << p;
   }
-  for (int i = 0; i < 256; ++i) EXPECT_EQ(dynamic_code_signed(i), c[i]);
+  for (int i = 0; i < 256; ++i) EXPECT_EQ(qk::dynamic_code_signed(i), c[i]);
 }
 
 TEST(Nf4Dynamic, NearestCodeTiesGoLow) {
