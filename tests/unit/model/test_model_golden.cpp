@@ -1,0 +1,138 @@
+// The CPU model against transformers + peft (tests/reference/model_golden.py): loss, per-token
+// log-probabilities, per-sequence sums and every LoRA gradient on a batch with a right-padded row
+// and a packed row, for a multi-head Llama, a Llama-3 style model (GQA, llama3 RoPE, tied
+// embeddings), a Qwen2 (q/k/v bias, tied embeddings), and the Llama-3 one on an NF4 base.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "csrc/io/safetensors.h"
+#include "runtime/model/cpu/llama_model.h"
+
+namespace qtrain::model {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kGolden = fs::path(QTRAIN_TEST_DATA_DIR) / "model_golden";
+
+template <typename T>
+std::vector<T> read_tensor(const io::SafetensorsFile& f, const std::string& name, DType dtype) {
+  const io::TensorInfo& info = f.info(name);
+  EXPECT_EQ(info.dtype, dtype) << name;
+  std::vector<T> out(info.numel());
+  std::memcpy(out.data(), f.data(name).data(), out.size() * sizeof(T));
+  return out;
+}
+
+Batch read_batch(const fs::path& path) {
+  const io::SafetensorsFile f = io::SafetensorsFile::open(path.string());
+  Batch b;
+  b.rows = f.info("input_ids").shape[0];
+  b.seq = f.info("input_ids").shape[1];
+  b.input_ids = read_tensor<int32_t>(f, "input_ids", DType::I32);
+  b.position_ids = read_tensor<int32_t>(f, "position_ids", DType::I32);
+  b.segment_ids = read_tensor<int32_t>(f, "segment_ids", DType::I32);
+  b.labels = read_tensor<int32_t>(f, "labels", DType::I32);
+  return b;
+}
+
+// ||a - b|| / ||b||, in double.
+double normalized_error(std::span<const float> a, std::span<const float> b) {
+  double num = 0.0, den = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = static_cast<double>(a[i]) - b[i];
+    num += d * d;
+    den += static_cast<double>(b[i]) * b[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+struct GoldenCase {
+  std::string name;
+};
+
+class ModelGolden : public ::testing::TestWithParam<GoldenCase> {};
+
+TEST_P(ModelGolden, MatchesTransformersAndPeft) {
+  const fs::path dir = kGolden / GetParam().name;
+  std::ifstream cf(dir / "case.json");
+  ASSERT_TRUE(cf) << dir;
+  const nlohmann::json meta = nlohmann::json::parse(cf);
+  LoadOptions opt;
+  opt.quantize_nf4 = meta["nf4"].get<bool>();
+  CpuLlamaModel model = CpuLlamaModel::load((dir / meta["base"].get<std::string>()).lexically_normal().string(), opt);
+  model.load_adapter((dir / "adapter").string());
+  model.set_training(false);
+  const Batch batch = read_batch(dir / "batch.safetensors");
+  const io::SafetensorsFile expected = io::SafetensorsFile::open((dir / "expected.safetensors").string());
+
+  model.zero_grad();
+  const ForwardResult r = model.forward(batch);
+  model.backward();
+
+  const double ref_loss = read_tensor<double>(expected, "loss", DType::F64)[0];
+  EXPECT_LE(std::abs(r.loss - ref_loss) / std::abs(ref_loss), 1e-5) << "loss " << r.loss << " vs " << ref_loss;
+
+  const std::vector<float> ref_lp = read_tensor<float>(expected, "token_logprobs", DType::F32);
+  ASSERT_EQ(r.token_logprobs.size(), ref_lp.size());
+  const double lp_err = normalized_error(r.token_logprobs, ref_lp);
+  EXPECT_LE(lp_err, 1e-4);
+  for (size_t i = 0; i < ref_lp.size(); ++i) {
+    if (batch.labels[i] == kIgnoreLabel) {
+      EXPECT_EQ(r.token_logprobs[i], 0.0f) << i;
+    }
+  }
+
+  // Sequences: row 0's one example, row 1's two packed examples.
+  ASSERT_EQ(r.sequences.size(), 3u);
+  std::vector<float> seq_ours, seq_ref;
+  for (const SequenceLogprob& s : r.sequences) {
+    double sum = 0.0;
+    for (int64_t t = 0; t < batch.seq; ++t) {
+      const size_t i = static_cast<size_t>(s.row * batch.seq + t);
+      if (batch.segment_ids[i] == s.segment) sum += ref_lp[i];
+    }
+    seq_ours.push_back(static_cast<float>(s.logprob));
+    seq_ref.push_back(static_cast<float>(sum));
+  }
+  EXPECT_LE(normalized_error(seq_ours, seq_ref), 1e-4);
+
+  double worst = 0.0;
+  std::string worst_name;
+  size_t checked = 0;
+  for (const LoraTensorRef& t : model.lora_tensors()) {
+    ASSERT_TRUE(expected.contains(t.name)) << t.name;
+    EXPECT_EQ(expected.info(t.name).shape, t.shape) << t.name;
+    const std::vector<float> ref = read_tensor<float>(expected, t.name, DType::F32);
+    ASSERT_EQ(ref.size(), t.grad.size()) << t.name;
+    const double err = normalized_error(t.grad, ref);
+    EXPECT_LE(err, 1e-4) << t.name;
+    if (err > worst) {
+      worst = err;
+      worst_name = t.name;
+    }
+    ++checked;
+  }
+  EXPECT_EQ(checked, 2u * 7u * static_cast<size_t>(model.config().num_hidden_layers));
+  std::printf("[ %s ] loss rel err %.3g, logprob err %.3g, worst grad err %.3g (%s)\n", GetParam().name.c_str(),
+              std::abs(r.loss - ref_loss) / std::abs(ref_loss), lp_err, worst, worst_name.c_str());
+
+  // evaluate() keeps nothing and agrees with forward().
+  const ForwardResult e = model.evaluate(batch);
+  EXPECT_EQ(e.loss, r.loss);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, ModelGolden,
+                         ::testing::Values(GoldenCase{"llama_mha"}, GoldenCase{"llama3_gqa"},
+                                           GoldenCase{"qwen2_bias"}, GoldenCase{"llama3_gqa_nf4"}),
+                         [](const ::testing::TestParamInfo<GoldenCase>& i) { return i.param.name; });
+
+}  // namespace
+}  // namespace qtrain::model
