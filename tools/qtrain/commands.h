@@ -17,5 +17,6 @@ Command add_make_tiny(CLI::App& root);
 Command add_inspect(CLI::App& root);
 Command add_quantize(CLI::App& root);
 Command add_plan(CLI::App& root);
+Command add_config(CLI::App& root);
 
 }  // namespace qtrain::tools

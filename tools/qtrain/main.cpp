@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
       qtrain::tools::add_inspect(app),
       qtrain::tools::add_quantize(app),
       qtrain::tools::add_plan(app),
+      qtrain::tools::add_config(app),
   };
 
   try {
