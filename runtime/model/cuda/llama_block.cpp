@@ -1,0 +1,276 @@
+// One Llama decoder layer on the device (see llama_block.h).
+#include "runtime/model/cuda/llama_block.h"
+
+#if QTRAIN_HAS_CUDA
+#include <string>
+
+#include "csrc/core/error.h"
+#include "qk/nvtx.h"
+#include "qk/rmsnorm.h"
+#include "qk/rope.h"
+#include "qk/swiglu.h"
+#include "runtime/model/cuda/cuda_util.h"
+
+namespace qtrain::model::cuda {
+
+namespace {
+
+enum Linear { kQkv = 0, kO = 1, kGateUp = 2, kDown = 3 };
+
+template <typename T>
+T* alloc(rt::DeviceArena& arena, int64_t n, const char* what) {
+  return static_cast<T*>(arena.allocate(static_cast<size_t>(n) * sizeof(T), what));
+}
+
+const DeviceLinear& base_linear(const DeviceLayer& w, int which) {
+  switch (which) {
+    case kQkv:
+      return w.qkv;
+    case kO:
+      return w.o;
+    case kGateUp:
+      return w.gate_up;
+    default:
+      return w.down;
+  }
+}
+
+qk::LoraLinear linear_view(const BlockContext& ctx, const DeviceLayer& w, int64_t layer, int which) {
+  qk::LoraLinear v = ctx.lora_weights->view(layer, which, ctx.adapter_enabled);
+  const DeviceLinear& b = base_linear(w, which);
+  v.w = b.w;
+  v.nf4 = b.nf4;
+  v.bias = b.bias;
+  v.dropout = ctx.dropout;
+  // One mask stream per (step, layer, linear); backward and recomputation
+  // rebuild the same one.
+  v.seed = qk::lora_mix64(ctx.dropout_seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(layer * 4 + which + 1)));
+  return v;
+}
+
+// [T, heads, head_dim] <-> [T, heads, attn_dim] with zeros in the padding.
+void pad_heads(const BlockContext& ctx, const BlockDims& d, const bf16* src, bf16* dst, int heads) {
+  const int64_t rows = d.tokens * heads;
+  check_cuda(cudaMemsetAsync(dst, 0, static_cast<size_t>(rows * d.attn_dim) * 2, ctx.stream), "pad_heads");
+  copy_rows(ctx.blas, ctx.one, src, d.head_dim, dst, d.attn_dim, d.head_dim, rows, ctx.stream);
+}
+void unpad_heads(const BlockContext& ctx, const BlockDims& d, const bf16* src, bf16* dst, int heads) {
+  copy_rows(ctx.blas, ctx.one, src, d.attn_dim, dst, d.head_dim, d.head_dim, d.tokens * heads, ctx.stream);
+}
+
+qk::AttentionShape attention_shape(const BlockContext& ctx, const BlockDims& d) {
+  qk::AttentionShape s;
+  s.total_tokens = d.tokens;
+  s.num_seqs = ctx.num_seqs;
+  s.max_seqlen = ctx.max_seqlen;
+  s.heads = d.heads;
+  s.kv_heads = d.kv_heads;
+  s.head_dim = d.attn_dim;
+  s.scale = qk::attention_scale(0.0f, d.head_dim);
+  return s;
+}
+
+}  // namespace
+
+BlockDims block_dims(const io::ModelConfig& c, int64_t tokens) {
+  BlockDims d;
+  d.tokens = tokens;
+  d.hidden = c.hidden_size;
+  d.inter = c.intermediate_size;
+  d.heads = static_cast<int>(c.num_attention_heads);
+  d.kv_heads = static_cast<int>(c.num_key_value_heads);
+  d.head_dim = static_cast<int>(c.head_dim);
+  d.eps = static_cast<float>(c.rms_norm_eps);
+  d.attn_dim = 0;
+  for (int s : {64, 80, 96, 128}) {
+    if (d.head_dim <= s) {
+      d.attn_dim = s;
+      break;
+    }
+  }
+  if (d.attn_dim == 0)
+    throw_bad_input("config.json", "head_dim " + std::to_string(d.head_dim) + " is not supported (at most 128)");
+  return d;
+}
+
+BlockActs allocate_block_acts(const BlockDims& d, int r_total_qkv, int r, rt::DeviceArena& arena) {
+  const int64_t t = d.tokens, qkv_cols = d.q_cols() + 2 * d.kv_cols();
+  BlockActs a;
+  a.h1 = alloc<bf16>(arena, t * d.hidden, "h1");
+  a.rstd1 = alloc<float>(arena, t, "rstd1");
+  a.xa_qkv = alloc<bf16>(arena, t * r_total_qkv, "xa qkv");
+  a.qkv = alloc<bf16>(arena, t * qkv_cols, "qkv");
+  a.q_rot = alloc<bf16>(arena, t * d.q_cols(), "q");
+  a.k_rot = alloc<bf16>(arena, t * d.kv_cols(), "k");
+  if (d.padded()) {
+    a.q = alloc<bf16>(arena, t * d.heads * d.attn_dim, "q padded");
+    a.k = alloc<bf16>(arena, t * d.kv_heads * d.attn_dim, "k padded");
+    a.v = alloc<bf16>(arena, t * d.kv_heads * d.attn_dim, "v padded");
+    a.o_attn = alloc<bf16>(arena, t * d.heads * d.attn_dim, "attention out padded");
+    a.o = alloc<bf16>(arena, t * d.q_cols(), "attention out");
+  } else {
+    a.q = a.q_rot;
+    a.k = a.k_rot;
+    a.v = alloc<bf16>(arena, t * d.kv_cols(), "v");
+    a.o_attn = a.o = alloc<bf16>(arena, t * d.q_cols(), "attention out");
+  }
+  a.lse = alloc<float>(arena, t * d.heads, "lse");
+  a.xa_o = alloc<bf16>(arena, t * r, "xa o");
+  a.attn_out = alloc<bf16>(arena, t * d.hidden, "o_proj out");
+  a.x2 = alloc<bf16>(arena, t * d.hidden, "x2");
+  a.h2 = alloc<bf16>(arena, t * d.hidden, "h2");
+  a.rstd2 = alloc<float>(arena, t, "rstd2");
+  a.gu = alloc<bf16>(arena, t * 2 * d.inter, "gate/up");
+  a.xa_gu = alloc<bf16>(arena, t * 2 * r, "xa gate/up");
+  a.act = alloc<bf16>(arena, t * d.inter, "swiglu");
+  a.xa_down = alloc<bf16>(arena, t * r, "xa down");
+  a.m = alloc<bf16>(arena, t * d.hidden, "mlp out");
+  return a;
+}
+
+BlockGradScratch allocate_block_grads(const BlockDims& d, rt::DeviceArena& arena) {
+  const int64_t t = d.tokens, qkv_cols = d.q_cols() + 2 * d.kv_cols();
+  BlockGradScratch s;
+  s.dact = alloc<bf16>(arena, t * d.inter, "d swiglu");
+  s.dgu = alloc<bf16>(arena, t * 2 * d.inter, "d gate/up");
+  s.dh2 = alloc<bf16>(arena, t * d.hidden, "d h2");
+  s.dx2 = alloc<bf16>(arena, t * d.hidden, "d x2");
+  s.d_o = alloc<bf16>(arena, t * d.q_cols(), "d attention out");
+  s.dq_c = alloc<bf16>(arena, t * d.q_cols(), "dq");
+  s.dk_c = alloc<bf16>(arena, t * d.kv_cols(), "dk");
+  s.dv_c = alloc<bf16>(arena, t * d.kv_cols(), "dv");
+  if (d.padded()) {
+    s.d_o_attn = alloc<bf16>(arena, t * d.heads * d.attn_dim, "d attention out padded");
+    s.dq = alloc<bf16>(arena, t * d.heads * d.attn_dim, "dq padded");
+    s.dk = alloc<bf16>(arena, t * d.kv_heads * d.attn_dim, "dk padded");
+    s.dv = alloc<bf16>(arena, t * d.kv_heads * d.attn_dim, "dv padded");
+  } else {
+    s.d_o_attn = s.d_o;
+    s.dq = s.dq_c;
+    s.dk = s.dk_c;
+    s.dv = s.dv_c;
+  }
+  s.delta = alloc<float>(arena, t * d.heads, "attention delta");
+  s.dqkv = alloc<bf16>(arena, t * qkv_cols, "d qkv");
+  s.dh1 = alloc<bf16>(arena, t * d.hidden, "d h1");
+  return s;
+}
+
+void block_forward(const BlockContext& ctx, const BlockDims& d, const DeviceLayer& w, int64_t layer, const bf16* x,
+                   bool compute_h1, BlockActs& a) {
+  QK_NVTX_RANGE("block_forward");
+  const int64_t t = d.tokens, qkv_cols = d.q_cols() + 2 * d.kv_cols();
+  const int ti = static_cast<int>(t);
+  if (compute_h1) {
+    QK_NVTX_RANGE("input_norm");
+    qk::rmsnorm_forward(x, w.input_norm, a.h1, a.rstd1, t, d.hidden, d.eps, ctx.stream);
+  }
+  {
+    QK_NVTX_RANGE("qkv_proj");
+    qk::lora_linear_forward(ctx.lora, linear_view(ctx, w, layer, kQkv), a.h1, ti, a.qkv, a.xa_qkv, ctx.stream);
+  }
+  {
+    QK_NVTX_RANGE("split_rope");
+    copy_rows(ctx.blas, ctx.one, a.qkv, qkv_cols, a.q_rot, d.q_cols(), d.q_cols(), t, ctx.stream);
+    copy_rows(ctx.blas, ctx.one, a.qkv + d.q_cols(), qkv_cols, a.k_rot, d.kv_cols(), d.kv_cols(), t, ctx.stream);
+    bf16* v = d.padded() ? a.o : a.v;  // o is free until attention: v's unpadded
+                                       // staging when padding
+    copy_rows(ctx.blas, ctx.one, a.qkv + d.q_cols() + d.kv_cols(), qkv_cols, v, d.kv_cols(), d.kv_cols(), t,
+              ctx.stream);
+    qk::rope_forward(a.q_rot, a.k_rot, ctx.positions, t, d.heads, d.kv_heads, ctx.freqs, ctx.stream);
+    if (d.padded()) {
+      pad_heads(ctx, d, a.q_rot, a.q, d.heads);
+      pad_heads(ctx, d, a.k_rot, a.k, d.kv_heads);
+      pad_heads(ctx, d, v, a.v, d.kv_heads);
+    }
+  }
+  {
+    QK_NVTX_RANGE("attention");
+    qk::attention_forward(a.q, a.k, a.v, a.o_attn, a.lse, ctx.cu_seqlens, attention_shape(ctx, d), ctx.stream);
+    if (d.padded()) unpad_heads(ctx, d, a.o_attn, a.o, d.heads);
+  }
+  {
+    QK_NVTX_RANGE("o_proj");
+    qk::lora_linear_forward(ctx.lora, linear_view(ctx, w, layer, kO), a.o, ti, a.attn_out, a.xa_o, ctx.stream);
+  }
+  {
+    QK_NVTX_RANGE("post_attention_norm");
+    qk::residual_rmsnorm_forward(x, a.attn_out, w.post_norm, a.x2, a.h2, a.rstd2, t, d.hidden, d.eps, ctx.stream);
+  }
+  {
+    QK_NVTX_RANGE("gate_up_proj");
+    qk::lora_linear_forward(ctx.lora, linear_view(ctx, w, layer, kGateUp), a.h2, ti, a.gu, a.xa_gu, ctx.stream);
+  }
+  {
+    QK_NVTX_RANGE("swiglu");
+    qk::swiglu_forward(a.gu, a.gu + d.inter, a.act, t, d.inter, 2 * d.inter, d.inter, ctx.stream);
+  }
+  {
+    QK_NVTX_RANGE("down_proj");
+    qk::lora_linear_forward(ctx.lora, linear_view(ctx, w, layer, kDown), a.act, ti, a.m, a.xa_down, ctx.stream);
+  }
+}
+
+void block_backward(const BlockContext& ctx, const BlockDims& d, const DeviceLayer& w, int64_t layer, const bf16* x,
+                    const BlockActs& a, const BlockGradScratch& s, const bf16* dout, bf16* dx) {
+  QK_NVTX_RANGE("block_backward");
+  const int64_t t = d.tokens, qkv_cols = d.q_cols() + 2 * d.kv_cols();
+  const int ti = static_cast<int>(t);
+  const DeviceLora& lw = *ctx.lora_weights;
+  {
+    QK_NVTX_RANGE("down_proj_backward");
+    qk::lora_linear_backward(ctx.lora, linear_view(ctx, w, layer, kDown), a.act, a.xa_down, dout, ti, s.dact,
+                             lw.grads(layer, kDown), ctx.stream);
+  }
+  {
+    QK_NVTX_RANGE("swiglu_backward");
+    qk::swiglu_backward(s.dact, a.gu, a.gu + d.inter, s.dgu, s.dgu + d.inter, t, d.inter, 2 * d.inter, d.inter,
+                        2 * d.inter, ctx.stream);
+  }
+  {
+    QK_NVTX_RANGE("gate_up_proj_backward");
+    qk::lora_linear_backward(ctx.lora, linear_view(ctx, w, layer, kGateUp), a.h2, a.xa_gu, s.dgu, ti, s.dh2,
+                             lw.grads(layer, kGateUp), ctx.stream);
+  }
+  {
+    QK_NVTX_RANGE("post_attention_norm_backward");
+    // x2 feeds both the norm and the residual: dout arrives through the latter.
+    qk::rmsnorm_backward(s.dh2, a.x2, w.post_norm, a.rstd2, dout, s.dx2, nullptr, nullptr, t, d.hidden, ctx.stream);
+  }
+  {
+    QK_NVTX_RANGE("o_proj_backward");
+    qk::lora_linear_backward(ctx.lora, linear_view(ctx, w, layer, kO), a.o, a.xa_o, s.dx2, ti, s.d_o,
+                             lw.grads(layer, kO), ctx.stream);
+  }
+  {
+    QK_NVTX_RANGE("attention_backward");
+    if (d.padded()) pad_heads(ctx, d, s.d_o, s.d_o_attn, d.heads);
+    qk::attention_backward(a.q, a.k, a.v, a.o_attn, s.d_o_attn, a.lse, s.dq, s.dk, s.dv, s.delta, ctx.cu_seqlens,
+                           attention_shape(ctx, d), ctx.stream);
+    if (d.padded()) {
+      unpad_heads(ctx, d, s.dq, s.dq_c, d.heads);
+      unpad_heads(ctx, d, s.dk, s.dk_c, d.kv_heads);
+      unpad_heads(ctx, d, s.dv, s.dv_c, d.kv_heads);
+    }
+  }
+  {
+    QK_NVTX_RANGE("rope_merge_backward");
+    qk::rope_backward(s.dq_c, s.dk_c, ctx.positions, t, d.heads, d.kv_heads, ctx.freqs, ctx.stream);
+    copy_rows(ctx.blas, ctx.one, s.dq_c, d.q_cols(), s.dqkv, qkv_cols, d.q_cols(), t, ctx.stream);
+    copy_rows(ctx.blas, ctx.one, s.dk_c, d.kv_cols(), s.dqkv + d.q_cols(), qkv_cols, d.kv_cols(), t, ctx.stream);
+    copy_rows(ctx.blas, ctx.one, s.dv_c, d.kv_cols(), s.dqkv + d.q_cols() + d.kv_cols(), qkv_cols, d.kv_cols(), t,
+              ctx.stream);
+  }
+  {
+    QK_NVTX_RANGE("qkv_proj_backward");
+    qk::lora_linear_backward(ctx.lora, linear_view(ctx, w, layer, kQkv), a.h1, a.xa_qkv, s.dqkv, ti, s.dh1,
+                             lw.grads(layer, kQkv), ctx.stream);
+  }
+  {
+    QK_NVTX_RANGE("input_norm_backward");
+    qk::rmsnorm_backward(s.dh1, x, w.input_norm, a.rstd1, s.dx2, dx, nullptr, nullptr, t, d.hidden, ctx.stream);
+  }
+}
+
+}  // namespace qtrain::model::cuda
+#endif

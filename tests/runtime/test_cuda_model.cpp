@@ -1,0 +1,237 @@
+// The CUDA model (runtime/model/cuda/) on the emulated device (or a GPU)
+// against the golden files of transformers + peft (tests/data/model_golden/)
+// and against the CPU fp32 model on the same inputs. Tolerances are those of
+// bf16 activations (8 mantissa bits, two layers, fp32 accumulation):
+//   loss 2e-2 relative, per-token log-probs 3e-2 normalized error (||a - b|| /
+//   ||b||), every LoRA gradient 8e-2 normalized error (the worst measured is
+//   reported in the output).
+// Checkpointing and offload run the same kernels on the same inputs, so their
+// gradients must equal the stored-activation run's bit for bit.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "csrc/core/error.h"
+#include "csrc/io/safetensors.h"
+#include "runtime/device/device.h"
+#include "runtime/model/cpu/llama_model.h"
+#include "runtime/model/cuda/llama_model.h"
+
+namespace qtrain::model {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kGolden = fs::path(QTRAIN_TEST_DATA_DIR) / "model_golden";
+
+constexpr double kLossTol = 2e-2;
+constexpr double kLogprobTol = 3e-2;
+constexpr double kGradTol = 8e-2;
+
+template <typename T>
+std::vector<T> read_tensor(const io::SafetensorsFile& f, const std::string& name) {
+  std::vector<T> out(f.info(name).numel());
+  std::memcpy(out.data(), f.data(name).data(), out.size() * sizeof(T));
+  return out;
+}
+
+Batch read_batch(const fs::path& path) {
+  const io::SafetensorsFile f = io::SafetensorsFile::open(path.string());
+  Batch b;
+  b.rows = f.info("input_ids").shape[0];
+  b.seq = f.info("input_ids").shape[1];
+  b.input_ids = read_tensor<int32_t>(f, "input_ids");
+  b.position_ids = read_tensor<int32_t>(f, "position_ids");
+  b.segment_ids = read_tensor<int32_t>(f, "segment_ids");
+  b.labels = read_tensor<int32_t>(f, "labels");
+  return b;
+}
+
+double normalized_error(std::span<const float> a, std::span<const float> b) {
+  double num = 0.0, den = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = static_cast<double>(a[i]) - b[i];
+    num += d * d;
+    den += static_cast<double>(b[i]) * b[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+bool have_device() { return rt::query_device().available; }
+
+struct Case {
+  fs::path dir;
+  std::string base;
+  bool nf4 = false;
+};
+
+Case open_case(const std::string& name) {
+  Case c;
+  c.dir = kGolden / name;
+  std::ifstream cf(c.dir / "case.json");
+  const nlohmann::json meta = nlohmann::json::parse(cf);
+  c.base = (c.dir / meta["base"].get<std::string>()).lexically_normal().string();
+  c.nf4 = meta["nf4"].get<bool>();
+  return c;
+}
+
+std::unique_ptr<CudaLlamaModel> cuda_model(const Case& c, CudaModelOptions opt = {}) {
+  LoadOptions load;
+  load.quantize_nf4 = c.nf4;
+  opt.arena_bytes = size_t{64} << 20;
+  auto m = CudaLlamaModel::load(c.base, load, opt);
+  m->load_adapter((c.dir / "adapter").string());
+  m->set_training(false);  // no dropout (the golden adapter has none anyway)
+  return m;
+}
+
+class CudaModelGolden : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaModelGolden, MatchesGoldenAndCpuModel) {
+  if (!have_device()) GTEST_SKIP() << "no device";
+  const Case c = open_case(GetParam());
+  const Batch batch = read_batch(c.dir / "batch.safetensors");
+  const io::SafetensorsFile expected = io::SafetensorsFile::open((c.dir / "expected.safetensors").string());
+
+  auto model = cuda_model(c);
+  model->zero_grad();
+  const ForwardResult r = model->forward(batch);
+  model->backward();
+
+  LoadOptions load;
+  load.quantize_nf4 = c.nf4;
+  CpuLlamaModel cpu = CpuLlamaModel::load(c.base, load);
+  cpu.load_adapter((c.dir / "adapter").string());
+  cpu.set_training(false);
+  cpu.zero_grad();
+  const ForwardResult rc = cpu.forward(batch);
+  cpu.backward();
+
+  const double ref_loss = read_tensor<double>(expected, "loss")[0];
+  const double loss_err = std::abs(r.loss - ref_loss) / std::abs(ref_loss);
+  EXPECT_LE(loss_err, kLossTol) << r.loss << " vs " << ref_loss;
+  EXPECT_LE(std::abs(r.loss - rc.loss) / std::abs(rc.loss), kLossTol);
+  EXPECT_EQ(r.label_tokens, rc.label_tokens);
+
+  const std::vector<float> ref_lp = read_tensor<float>(expected, "token_logprobs");
+  ASSERT_EQ(r.token_logprobs.size(), ref_lp.size());
+  const double lp_err = normalized_error(r.token_logprobs, ref_lp);
+  EXPECT_LE(lp_err, kLogprobTol);
+  EXPECT_LE(normalized_error(r.token_logprobs, rc.token_logprobs), kLogprobTol);
+  for (size_t i = 0; i < ref_lp.size(); ++i) {
+    if (batch.labels[i] == kIgnoreLabel) {
+      EXPECT_EQ(r.token_logprobs[i], 0.0f) << i;
+    }
+  }
+  ASSERT_EQ(r.sequences.size(), rc.sequences.size());
+  for (size_t i = 0; i < r.sequences.size(); ++i) {
+    EXPECT_EQ(r.sequences[i].tokens, rc.sequences[i].tokens);
+    EXPECT_NEAR(r.sequences[i].logprob, rc.sequences[i].logprob, 3e-2 * std::abs(rc.sequences[i].logprob));
+  }
+
+  std::map<std::string, std::vector<float>> cpu_grads;
+  for (const LoraTensorRef& t : cpu.lora_tensors()) cpu_grads[t.name].assign(t.grad.begin(), t.grad.end());
+  double worst = 0.0, worst_cpu = 0.0;
+  std::string worst_name;
+  size_t checked = 0;
+  for (const auto& [name, grad] : model->lora_grads_host()) {
+    ASSERT_TRUE(expected.contains(name)) << name;
+    const std::vector<float> ref = read_tensor<float>(expected, name);
+    ASSERT_EQ(ref.size(), grad.size()) << name;
+    const double err = normalized_error(grad, ref);
+    const double err_cpu = normalized_error(grad, cpu_grads.at(name));
+    EXPECT_LE(err, kGradTol) << name;
+    EXPECT_LE(err_cpu, kGradTol) << name;
+    if (err > worst) worst = err, worst_name = name;
+    worst_cpu = std::max(worst_cpu, err_cpu);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 2u * 7u * static_cast<size_t>(model->config().num_hidden_layers));
+  std::printf(
+      "[ %s ] loss rel err %.3g, logprob err %.3g, worst grad err %.3g "
+      "(%s), vs CPU %.3g\n",
+      GetParam().c_str(), loss_err, lp_err, worst, worst_name.c_str(), worst_cpu);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, CudaModelGolden,
+                         ::testing::Values("llama_mha", "llama3_gqa", "qwen2_bias", "llama3_gqa_nf4"),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
+
+std::map<std::string, std::vector<float>> step_grads(CudaLlamaModel& m, const Batch& b, double* loss) {
+  m.zero_grad();
+  *loss = m.forward(b).loss;
+  m.backward();
+  std::map<std::string, std::vector<float>> out;
+  for (auto& [name, g] : m.lora_grads_host()) out[name] = std::move(g);
+  return out;
+}
+
+TEST(CudaModel, CheckpointingAndOffloadGiveTheSameGradientsBitForBit) {
+  if (!have_device()) GTEST_SKIP() << "no device";
+  const Case c = open_case("llama3_gqa");
+  const Batch batch = read_batch(c.dir / "batch.safetensors");
+  auto model = cuda_model(c);
+  double loss_plain = 0, loss_ckpt = 0, loss_off = 0;
+  const auto plain = step_grads(*model, batch, &loss_plain);
+  model->set_checkpointing(true);
+  const auto ckpt = step_grads(*model, batch, &loss_ckpt);
+  model->set_checkpointing(true, true);
+  const auto off = step_grads(*model, batch, &loss_off);
+  EXPECT_EQ(loss_plain, loss_ckpt);
+  EXPECT_EQ(loss_plain, loss_off);
+  ASSERT_EQ(plain.size(), ckpt.size());
+  for (const auto& [name, g] : plain) {
+    EXPECT_EQ(0, std::memcmp(g.data(), ckpt.at(name).data(), g.size() * 4)) << name;
+    EXPECT_EQ(0, std::memcmp(g.data(), off.at(name).data(), g.size() * 4)) << name;
+  }
+}
+
+TEST(CudaModel, AdapterOffGivesTheBaseModelsLoss) {
+  if (!have_device()) GTEST_SKIP() << "no device";
+  const Case c = open_case("llama_mha");
+  const Batch batch = read_batch(c.dir / "batch.safetensors");
+  auto model = cuda_model(c);
+  const double with_adapter = model->forward(batch).loss;
+  model->set_adapter_enabled(false);
+  const ForwardResult off = model->forward(batch);
+  EXPECT_THROW(model->backward(), Error);
+
+  CpuLlamaModel cpu = CpuLlamaModel::load(c.base);
+  cpu.load_adapter((c.dir / "adapter").string());
+  cpu.set_adapter_enabled(false);
+  const ForwardResult base = cpu.evaluate(batch);
+  EXPECT_LE(std::abs(off.loss - base.loss) / base.loss, kLossTol) << off.loss << " vs " << base.loss;
+  EXPECT_GT(std::abs(with_adapter - off.loss),
+            1e-3);  // the adapter matters in this case
+  model->set_adapter_enabled(true);
+  EXPECT_EQ(model->forward(batch).loss, with_adapter);
+}
+
+TEST(CudaModel, InitLoraMatchesTheCpuModelsInit) {
+  if (!have_device()) GTEST_SKIP() << "no device";
+  const Case c = open_case("llama_mha");
+  auto model = cuda_model(c);
+  LoraConfig lora;
+  lora.r = 4;
+  lora.alpha = 8;
+  model->init_lora(lora, 1234);
+  CpuLlamaModel cpu = CpuLlamaModel::load(c.base);
+  cpu.init_lora(lora, 1234);
+  const PeftAdapter ours = model->adapter();
+  const PeftAdapter theirs = cpu.adapter();
+  ASSERT_EQ(ours.tensors.size(), theirs.tensors.size());
+  for (const auto& [name, t] : theirs.tensors) EXPECT_EQ(ours.tensors.at(name).values, t.values) << name;
+  // B = 0: the adapter starts as the identity on the base model.
+  const Batch batch = read_batch(c.dir / "batch.safetensors");
+  const double loss = model->forward(batch).loss;
+  model->set_adapter_enabled(false);
+  EXPECT_EQ(model->forward(batch).loss, loss);
+}
+
+}  // namespace
+}  // namespace qtrain::model
