@@ -18,5 +18,8 @@ Command add_inspect(CLI::App& root);
 Command add_quantize(CLI::App& root);
 Command add_plan(CLI::App& root);
 Command add_config(CLI::App& root);
+Command add_train(CLI::App& root);
+Command add_eval(CLI::App& root);
+Command add_make_data(CLI::App& root);
 
 }  // namespace qtrain::tools

@@ -33,6 +33,9 @@ int main(int argc, char** argv) {
       qtrain::tools::add_quantize(app),
       qtrain::tools::add_plan(app),
       qtrain::tools::add_config(app),
+      qtrain::tools::add_train(app),
+      qtrain::tools::add_eval(app),
+      qtrain::tools::add_make_data(app),
   };
 
   try {

@@ -205,6 +205,12 @@ ForwardResult CpuLlamaModel::forward(const Batch& batch) {
 
 ForwardResult CpuLlamaModel::evaluate(const Batch& batch) const { return run_forward(batch, false, 0, nullptr); }
 
+std::vector<float> CpuLlamaModel::final_hidden(const Batch& batch) const {
+  Activations a;
+  run_forward(batch, false, 0, &a);
+  return std::move(a.h_final);
+}
+
 void CpuLlamaModel::backward() {
   if (!acts_.valid) throw_internal("CpuLlamaModel::backward without a forward");
   const Batch& b = acts_.batch;

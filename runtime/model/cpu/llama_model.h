@@ -72,6 +72,9 @@ class CpuLlamaModel {
 
   ForwardResult forward(const Batch& batch);
   ForwardResult evaluate(const Batch& batch) const;
+  // Hidden states after the final norm, [B x T, hidden], without dropout: times base().head()^T they
+  // are the logits (greedy generation reads the last position's).
+  std::vector<float> final_hidden(const Batch& batch) const;
   // Gradient of the mean loss of the last forward(), added into the LoRA gradients.
   void backward();
   // Gradient of sum_t dlogp[t] * token_logprobs[t] ([B, T]; masked entries are ignored).
