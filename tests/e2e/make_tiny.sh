@@ -9,8 +9,8 @@ rm -rf "$work" && mkdir -p "$work"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-"$qtrain" --version | grep -q '^qtrain [0-9]' || fail "--version"
-"$qtrain" --help | grep -q make-tiny || fail "--help does not list make-tiny"
+"$qtrain" --version | grep '^qtrain [0-9]' >/dev/null || fail "--version"
+"$qtrain" --help | grep make-tiny >/dev/null || fail "--help does not list make-tiny"
 
 "$qtrain" make-tiny "$work/a" --seed 7
 "$qtrain" make-tiny "$work/b" --seed 7
@@ -31,7 +31,7 @@ grep -q '"torch_dtype": "bfloat16"' "$work/a/config.json" || fail "config.json l
 grep -q '"tokenizer_class": "LlamaTokenizer"' "$work/a/tokenizer_config.json" || fail "tokenizer_config.json"
 
 # No temporary files are left behind.
-if ls "$work/a" | grep -q '\.tmp'; then fail "temporary files left in $work/a"; fi
+if ls "$work/a" | grep '\.tmp' >/dev/null; then fail "temporary files left in $work/a"; fi
 
 # Other shapes and variants.
 "$qtrain" make-tiny "$work/q" --arch qwen2 --tie-embeddings --layers 3 --hidden 96 --heads 6 --kv-heads 3 \

@@ -42,7 +42,7 @@ grep -q 'quant_state' <<<"$info" && fail "inspect lists companion tensors as row
 
 # Without double quantization: fp32 absmax, 4 + 32/64 bits.
 "$qtrain" quantize "$work/tiny" "$work/q_plain" --no-double-quant --blocksize 128 >/dev/null
-"$qtrain" inspect "$work/q_plain" | grep -q 'blocksize 128, double quant no, 4.250 bits/param' ||
+"$qtrain" inspect "$work/q_plain" | grep 'blocksize 128, double quant no, 4.250 bits/param' >/dev/null ||
   fail "plain absmax not shown as 4.250 bits/param"
 
 # Sharded input: same shard names, a new index.
@@ -51,7 +51,7 @@ grep -q 'quant_state' <<<"$info" && fail "inspect lists companion tensors as row
 for f in model-00001-of-00002.safetensors model-00002-of-00002.safetensors model.safetensors.index.json; do
   [[ -f "$work/q_sharded/$f" ]] || fail "sharded output lacks $f"
 done
-"$qtrain" inspect "$work/q_sharded" | grep -q '^check *ok' || fail "sharded output does not inspect ok"
+"$qtrain" inspect "$work/q_sharded" | grep '^check *ok' >/dev/null || fail "sharded output does not inspect ok"
 
 # Refusals, each leaving no output and no temporary folder.
 expect_exit2 "already quantized" quantize "$work/q" "$work/q_again"
@@ -59,7 +59,7 @@ expect_exit2 "already quantized" quantize "$work/q" "$work/q_again"
 expect_exit2 "not empty" quantize "$work/tiny" "$work/q"
 expect_exit2 "--blocksize" quantize "$work/tiny" "$work/q_bs" --blocksize 100
 expect_exit2 "tiny_missing" quantize "$work/tiny_missing" "$work/q_missing"
-if ls -A "$work" | grep -q 'qtrain-tmp'; then fail "temporary folder left behind"; fi
+if ls -A "$work" | grep 'qtrain-tmp' >/dev/null; then fail "temporary folder left behind"; fi
 
 # A damaged packed weight: one byte cut from the file makes the file itself invalid.
 cp -r "$work/q" "$work/q_cut"
