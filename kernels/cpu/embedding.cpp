@@ -7,6 +7,7 @@
 #include <string>
 
 #include "qk/bf16_bits.h"
+#include "qk/cpu_elem.h"
 #include "qk/error.h"
 
 namespace qk {
@@ -50,10 +51,8 @@ EmbeddingGradPlan embedding_grad_plan(const int32_t* ids, int64_t tokens, int64_
 namespace qk::cpu {
 namespace {
 
-double load(uint16_t v) { return bf16_to_f32(v); }
-double load(double v) { return v; }
-void store(uint16_t& dst, double v) { dst = f32_to_bf16_rn(static_cast<float>(v)); }
-void store(double& dst, double v) { dst = v; }
+using elem::load;
+using elem::store;
 
 template <typename T>
 void forward(const T* table, const int32_t* ids, T* out, int64_t tokens, int64_t vocab, int64_t hidden) {

@@ -7,17 +7,14 @@
 #include <vector>
 
 #include "qk/bf16_bits.h"
+#include "qk/cpu_elem.h"
 #include "qk/error.h"
 
 namespace qk::cpu {
 namespace {
 
-double load(uint16_t v) { return bf16_to_f32(v); }
-double load(double v) { return v; }
-void store(uint16_t& dst, double v) { dst = f32_to_bf16_rn(static_cast<float>(v)); }
-void store(double& dst, double v) { dst = v; }
-void store(float& dst, double v) { dst = static_cast<float>(v); }
-
+using elem::load;
+using elem::store;
 void check_sizes(int64_t rows, int64_t cols) { QK_REQUIRE(rows >= 0 && cols > 0, "bad sizes"); }
 
 // h (when r is given) receives x + r rounded to T, and the norm runs on that rounded value, as a

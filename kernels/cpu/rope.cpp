@@ -3,15 +3,14 @@
 #include <cmath>
 
 #include "qk/bf16_bits.h"
+#include "qk/cpu_elem.h"
 #include "qk/rope.h"
 
 namespace qk::cpu {
 namespace {
 
-double load(uint16_t v) { return bf16_to_f32(v); }
-double load(double v) { return v; }
-void store(uint16_t& dst, double v) { dst = f32_to_bf16_rn(static_cast<float>(v)); }
-void store(double& dst, double v) { dst = v; }
+using elem::load;
+using elem::store;
 
 template <typename T>
 void rotate(T* q, T* k, const int32_t* positions, int64_t tokens, int heads, int kv_heads, const RopeFreqs& freqs,
