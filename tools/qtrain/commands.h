@@ -21,5 +21,6 @@ Command add_config(CLI::App& root);
 Command add_train(CLI::App& root);
 Command add_eval(CLI::App& root);
 Command add_make_data(CLI::App& root);
+Command add_bench(CLI::App& root);
 
 }  // namespace qtrain::tools

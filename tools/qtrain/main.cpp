@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
       qtrain::tools::add_train(app),
       qtrain::tools::add_eval(app),
       qtrain::tools::add_make_data(app),
+      qtrain::tools::add_bench(app),
   };
 
   try {
