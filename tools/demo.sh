@@ -20,12 +20,12 @@ echo "== qtrain make-data $out/data.jsonl"
 cat >"$out/run.yaml" <<YAML
 base_model: $out/tiny-model
 adapter: qlora
-lora_r: 16
-lora_alpha: 32
+lora_r: 32
+lora_alpha: 64
 sequence_len: 128
 micro_batch_size: 8
-max_steps: 240
-learning_rate: 0.01
+max_steps: 1000
+learning_rate: 0.005
 lr_scheduler: cosine
 warmup_steps: 10
 optimizer: paged_adamw_8bit
@@ -33,9 +33,9 @@ datasets:
   - path: $out/data.jsonl
     type: alpaca
 val_set_size: 40
-eval_steps: 60
-save_steps: 120
-logging_steps: 10
+eval_steps: 250
+save_steps: 500
+logging_steps: 50
 output_dir: $out/run
 seed: 7
 YAML
