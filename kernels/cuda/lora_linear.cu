@@ -12,6 +12,7 @@
 #include "qk/bf16_pack.h"
 #include "qk/cuda_check.h"
 #include "qk/lora_linear.h"
+#include "qk/matmul.h"
 #include "qk/nf4_gemm.h"
 #include "qk/nvtx.h"
 #include "qk/simt.h"
@@ -88,14 +89,14 @@ dim3 grid_1d(int64_t n, int width) {
 }
 
 // Row-major C[m, n] (row stride ldc) = alpha op(A) op(B) + beta C with bf16 A (row stride lda) and B
-// (ldb), fp32 accumulation; computed as the column-major C^T = op(B)^T op(A)^T.
+// (ldb), fp32 accumulation, C in bf16 or fp32: qk/matmul.h with explicit row strides.
 void gemm(cublasHandle_t h, bool trans_a, bool trans_b, int m, int n, int k, float alpha, const __nv_bfloat16* a,
-          int lda, const __nv_bfloat16* b, int ldb, float beta, void* c, cudaDataType c_type, int ldc,
-          cudaStream_t stream) {
-  QK_CUBLAS_CHECK(cublasSetStream(h, stream));
-  QK_CUBLAS_CHECK(cublasGemmEx(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
-                               &alpha, b, CUDA_R_16BF, ldb, a, CUDA_R_16BF, lda, &beta, c, c_type, ldc,
-                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+          int lda, const __nv_bfloat16* b, int ldb, float beta, __nv_bfloat16* c, int ldc, cudaStream_t stream) {
+  matmul_bf16(h, GemmShape{trans_a, trans_b, m, n, k, lda, ldb, ldc}, alpha, a, b, beta, c, stream);
+}
+void gemm(cublasHandle_t h, bool trans_a, bool trans_b, int m, int n, int k, float alpha, const __nv_bfloat16* a,
+          int lda, const __nv_bfloat16* b, int ldb, float beta, float* c, int ldc, cudaStream_t stream) {
+  matmul_bf16_f32(h, GemmShape{trans_a, trans_b, m, n, k, lda, ldb, ldc}, alpha, a, b, beta, c, stream);
 }
 
 void check(const LoraLinearContext& ctx, const LoraLinear& l, int t) {
@@ -163,7 +164,7 @@ void lora_linear_forward(const LoraLinearContext& ctx, const LoraLinear& l, cons
   const int in = l.in, out = l.out_total(), rt = l.r_total();
   const Workspace ws = l.dropout > 0.0f ? carve(ctx, l, t) : Workspace{};
 
-  if (l.w != nullptr) gemm(ctx.cublas, false, true, t, out, in, 1.0f, x, in, l.w, in, 0.0f, y, CUDA_R_16BF, out, stream);
+  if (l.w != nullptr) gemm(ctx.cublas, false, true, t, out, in, 1.0f, x, in, l.w, in, 0.0f, y, out, stream);
   else nf4_gemm_forward_bf16(nf4_context(ctx), l.nf4, x, t, y, stream);
 
   if (l.bias != nullptr) {
@@ -183,11 +184,11 @@ void lora_linear_forward(const LoraLinearContext& ctx, const LoraLinear& l, cons
     xin = ws.xd;
   }
   // XA for every group at once over the concatenated A.
-  gemm(ctx.cublas, false, true, t, rt, in, 1.0f, xin, in, l.a, in, 0.0f, xa, CUDA_R_16BF, rt, stream);
+  gemm(ctx.cublas, false, true, t, rt, in, 1.0f, xin, in, l.a, in, 0.0f, xa, rt, stream);
   // Y_g += s_g XA_g B_g^T, added to the bf16 Y by the GEMM itself.
   for (int g = 0, off = 0, roff = 0; g < l.num_groups; off += l.groups[g].out, roff += l.groups[g].r, ++g) {
     const auto& gr = l.groups[g];
-    gemm(ctx.cublas, false, true, t, gr.out, gr.r, gr.scale, xa + roff, rt, gr.b, gr.r, 1.0f, y + off, CUDA_R_16BF,
+    gemm(ctx.cublas, false, true, t, gr.out, gr.r, gr.scale, xa + roff, rt, gr.b, gr.r, 1.0f, y + off,
          out, stream);
   }
 }
@@ -204,16 +205,16 @@ void lora_linear_backward(const LoraLinearContext& ctx, const LoraLinear& l, con
   const Workspace ws = carve(ctx, l, t);
   cublasHandle_t h = ctx.cublas;
 
-  if (l.w != nullptr) gemm(h, false, false, t, in, out, 1.0f, dy, out, l.w, in, 0.0f, dx, CUDA_R_16BF, in, stream);
+  if (l.w != nullptr) gemm(h, false, false, t, in, out, 1.0f, dy, out, l.w, in, 0.0f, dx, in, stream);
   else nf4_gemm_backward_bf16(nf4_context(ctx), l.nf4, dy, t, dx, stream);
 
   for (int g = 0, off = 0, roff = 0; g < l.num_groups; off += l.groups[g].out, roff += l.groups[g].r, ++g) {
     const auto& gr = l.groups[g];
     // dXA_g = s_g dY_g B_g into its columns of dXA.
-    gemm(h, false, false, t, gr.r, gr.out, gr.scale, dy + off, out, gr.b, gr.r, 0.0f, ws.dxa + roff, CUDA_R_16BF, rt,
+    gemm(h, false, false, t, gr.r, gr.out, gr.scale, dy + off, out, gr.b, gr.r, 0.0f, ws.dxa + roff, rt,
          stream);
     // dB_g += s_g dY_g^T XA_g.
-    gemm(h, true, false, gr.out, gr.r, t, gr.scale, dy + off, out, xa + roff, rt, 1.0f, grads.db[g], CUDA_R_32F, gr.r,
+    gemm(h, true, false, gr.out, gr.r, t, gr.scale, dy + off, out, xa + roff, rt, 1.0f, grads.db[g], gr.r,
          stream);
   }
 
@@ -223,15 +224,15 @@ void lora_linear_backward(const LoraLinearContext& ctx, const LoraLinear& l, con
     xin = ws.xd;
   }
   // dA += dXA^T Xd over the concatenated A.
-  gemm(h, true, false, rt, in, t, 1.0f, ws.dxa, rt, xin, in, 1.0f, grads.da, CUDA_R_32F, in, stream);
+  gemm(h, true, false, rt, in, t, 1.0f, ws.dxa, rt, xin, in, 1.0f, grads.da, in, stream);
 
   if (l.dropout == 0.0f) {
-    gemm(h, false, false, t, in, rt, 1.0f, ws.dxa, rt, l.a, in, 1.0f, dx, CUDA_R_16BF, in, stream);
+    gemm(h, false, false, t, in, rt, 1.0f, ws.dxa, rt, l.a, in, 1.0f, dx, in, stream);
     return;
   }
   // With dropout the LoRA term goes through the mask: P = dXA A into the (now free) Xd region, then the add.
   __nv_bfloat16* p = ws.xd;
-  gemm(h, false, false, t, in, rt, 1.0f, ws.dxa, rt, l.a, in, 0.0f, p, CUDA_R_16BF, in, stream);
+  gemm(h, false, false, t, in, rt, 1.0f, ws.dxa, rt, l.a, in, 0.0f, p, in, stream);
   const int64_t n = static_cast<int64_t>(t) * in;
   const int width = vector_width(n, dx, p);
   const uint64_t key = lora_dropout_key(l.seed);

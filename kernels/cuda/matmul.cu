@@ -13,14 +13,17 @@ void gemm(cublasHandle_t handle, const GemmShape& s, float alpha, const void* a,
           cudaDataType c_type, cudaStream_t stream) {
   QK_REQUIRE(handle != nullptr, "null cuBLAS handle");
   QK_REQUIRE(s.m >= 0 && s.n >= 0 && s.k >= 0, "negative GEMM dimension");
+  QK_REQUIRE(s.row_stride_a() >= (s.trans_a ? s.m : s.k) && s.row_stride_b() >= (s.trans_b ? s.k : s.n) &&
+                 s.row_stride_c() >= s.n,
+             "a row stride is smaller than the row");
   if (s.m == 0 || s.n == 0) return;
   QK_REQUIRE(a != nullptr && b != nullptr && c != nullptr, "null pointer");
   QK_CUBLAS_CHECK(cublasSetStream(handle, stream));
   // cuBLAS wants leading dimensions of at least 1 even when k == 0 (C is then just scaled by beta).
-  const int lda = std::max(1, s.trans_a ? s.m : s.k);
-  const int ldb = std::max(1, s.trans_b ? s.k : s.n);
+  const int lda = std::max(1, s.row_stride_a());
+  const int ldb = std::max(1, s.row_stride_b());
   QK_CUBLAS_CHECK(cublasGemmEx(handle, s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
-                               s.n, s.m, s.k, &alpha, b, CUDA_R_16BF, ldb, a, CUDA_R_16BF, lda, &beta, c, c_type, s.n,
+                               s.n, s.m, s.k, &alpha, b, CUDA_R_16BF, ldb, a, CUDA_R_16BF, lda, &beta, c, c_type, s.row_stride_c(),
                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 

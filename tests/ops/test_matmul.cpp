@@ -69,6 +69,28 @@ TEST_P(Matmul, Bf16InBf16Out) {
   EXPECT_TRUE(close(dc.download(), want, kTolBf16));
 }
 
+// Column blocks of wider matrices (row strides larger than the rows): the product reads and writes
+// only its block; the elements between rows keep their values.
+TEST_P(Matmul, StridedBlocksLeaveTheGapsAlone) {
+  const GemmCase c = GetParam();
+  const int pad = 3;
+  const int rows_a = c.ta ? c.k : c.m, cols_a = c.ta ? c.m : c.k;
+  const int rows_b = c.tb ? c.n : c.k, cols_b = c.tb ? c.k : c.n;
+  const qk::GemmShape s{c.ta, c.tb, c.m, c.n, c.k, cols_a + pad, cols_b + pad, c.n + pad};
+  const auto a = random_bf16(static_cast<size_t>(rows_a) * s.lda, 7);
+  const auto b = random_bf16(static_cast<size_t>(rows_b) * s.ldb, 8);
+  const auto c0 = random_bf16(static_cast<size_t>(c.m) * s.ldc, 9);
+  auto want = c0;
+  qk::cpu::matmul_bf16(s, c.alpha, a.data(), b.data(), c.beta, want.data());
+  for (int i = 0; i < c.m; ++i)
+    for (int j = c.n; j < s.ldc; ++j) ASSERT_EQ(want[static_cast<size_t>(i) * s.ldc + j], c0[static_cast<size_t>(i) * s.ldc + j]);
+
+  DeviceBuffer<uint16_t> da(a), db(b), dc(c0);
+  qk::matmul_bf16(handle_, s, c.alpha, da.as<__nv_bfloat16>(), db.as<__nv_bfloat16>(), c.beta,
+                  dc.as<__nv_bfloat16>(), nullptr);
+  EXPECT_TRUE(close(dc.download(), want, kTolBf16));
+}
+
 std::vector<GemmCase> cases() {
   std::vector<GemmCase> v;
   for (auto [m, n, k] : {std::tuple{5, 7, 11}, std::tuple{13, 5, 7}, std::tuple{64, 48, 32}, std::tuple{1, 17, 128}}) {

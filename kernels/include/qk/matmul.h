@@ -2,6 +2,8 @@
 //   C[M, N] = alpha * op(A) * op(B) + beta * C,  op(A) is [M, K], op(B) is [K, N];
 //   A is stored [M, K] (or [K, M] when trans_a), B is stored [K, N] (or [N, K] when trans_b),
 //   so a linear layer Y = X W^T with W [out, in] is matmul(trans_b = true).
+// lda / ldb / ldc are row strides in elements; 0 means packed (the stored width), so column blocks
+// of wider matrices (one group of a fused q/k/v output) can be used in place.
 // GPU: cuBLAS, bf16 inputs with fp32 accumulation, C in f32 or bf16. CPU twin: OpenBLAS sgemm on
 // the inputs widened to f32.
 #pragma once
@@ -12,6 +14,10 @@ struct GemmShape {
   bool trans_a = false;
   bool trans_b = false;
   int m = 0, n = 0, k = 0;
+  int lda = 0, ldb = 0, ldc = 0;
+  int row_stride_a() const { return lda > 0 ? lda : (trans_a ? m : k); }
+  int row_stride_b() const { return ldb > 0 ? ldb : (trans_b ? k : n); }
+  int row_stride_c() const { return ldc > 0 ? ldc : n; }
 };
 }  // namespace qk
 
