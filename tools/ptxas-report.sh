@@ -11,7 +11,7 @@ for arch in ${archs//;/ }; do
   for src in "$@"; do
     echo "== $(basename "$src") sm_$arch" >>"$report"
     "$nvcc" -std=c++20 --expt-relaxed-constexpr -arch="sm_$arch" -I"$include" -c -o /dev/null \
-      -Xptxas -v "$src" 2>&1 | grep -E "ptxas info|ptxas warning|error" >>"$report"
+      -Xptxas -v "$src" 2>&1 | grep -E "ptxas|bytes stack frame|error" >>"$report"
   done
 done
 cat "$report"
