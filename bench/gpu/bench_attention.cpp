@@ -2,7 +2,8 @@
 // TFLOP/s against the card's dense bf16 ceiling. 16384 tokens per call, packed as 16384 / T
 // examples of length T. FLOPs are the conventional ones: forward 4 T^2 d heads per example, halved
 // for causal; backward 2.5 times the forward (our deterministic backward recomputes two more
-// products than that count, which it pays for in the reported rate).
+// products than that count, which it pays for in the reported rate). The sliding-window runs
+// (Mistral) count only the scores inside the window: T W - W (W - 1) / 2 per example and head.
 #include <benchmark/benchmark.h>
 #include <cuda_bf16.h>
 
@@ -25,7 +26,8 @@ struct Buffers {
   int32_t* cu = nullptr;
   qk::AttentionShape shape;
 
-  explicit Buffers(int seqlen) {
+  explicit Buffers(int seqlen, int window = 0) {
+    shape.window = window;
     shape.total_tokens = kTokens;
     shape.num_seqs = static_cast<int>(kTokens / seqlen);
     shape.max_seqlen = seqlen;
@@ -53,7 +55,9 @@ struct Buffers {
   Buffers& operator=(const Buffers&) = delete;
 
   double forward_flops() const {
-    const double t = shape.max_seqlen;
+    const double t = shape.max_seqlen, w = shape.window;
+    if (shape.window > 0 && shape.window < shape.max_seqlen)
+      return 4.0 * (t * w - w * (w - 1) / 2) * kHeadDim * kHeads * shape.num_seqs;
     return 4.0 * t * t * kHeadDim * kHeads / 2 * shape.num_seqs;
   }
   void forward() { qk::attention_forward(q, k, v, o, lse, cu, shape, nullptr); }
@@ -89,6 +93,28 @@ void BM_attention_backward(benchmark::State& state) {
   report(state, 2.5 * b.forward_flops(), sec);
 }
 BENCHMARK(BM_attention_backward)->RangeMultiplier(2)->Range(512, 16384)->UseManualTime()->Iterations(3);
+
+// Sliding window: args {T, W}; the time should follow T W, not T^2.
+void BM_attention_window(benchmark::State& state) {
+  if (!ceiling().have_device) return state.SkipWithError("no CUDA device");
+  Buffers b(static_cast<int>(state.range(0)), static_cast<int>(state.range(1)));
+  b.forward();
+  double fwd = 0, bwd = 0;
+  for (auto _ : state) {
+    fwd = time_per_iter([&] { b.forward(); });
+    bwd = time_per_iter([&] { b.backward(); });
+    state.SetIterationTime(fwd + bwd);
+  }
+  state.counters["fwd_TFLOP/s"] = b.forward_flops() / fwd / 1e12;
+  state.counters["bwd_TFLOP/s"] = 2.5 * b.forward_flops() / bwd / 1e12;
+  report(state, 3.5 * b.forward_flops(), fwd + bwd);
+}
+BENCHMARK(BM_attention_window)
+    ->Args({4096, 512})
+    ->Args({16384, 4096})
+    ->Args({16384, 1000})
+    ->UseManualTime()
+    ->Iterations(3);
 
 }  // namespace
 }  // namespace qtrain::bench

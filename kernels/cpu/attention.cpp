@@ -1,6 +1,7 @@
 // CPU twin of kernels/cuda/attention.cu: plain loops over examples, heads and rows. The forward
 // walks the keys in tiles of 64 with the same online-softmax update as the kernel (qk/attention.h);
-// the backward recomputes P from the saved lse as the kernel does. Accumulation is in the element
+// the backward recomputes P from the saved lse as the kernel does. A sliding window starts the walk
+// at the kernel's first key tile and masks the keys before the window inside it. Accumulation is in the element
 // type of the core (fp32 behind the bf16 entry points, fp64 behind the double ones).
 #include <algorithm>
 #include <cmath>
@@ -23,7 +24,11 @@ struct Segment {
 struct Dims {
   int heads, kv_heads, d;
   double scale;
+  int window;  // 0: none
 };
+
+// First key a query at position `pos` (= its index + offset) sees.
+int64_t first_visible_key(int64_t pos, int window) { return window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0; }
 
 void check_dims(int heads, int kv_heads, int head_dim) {
   QK_REQUIRE(heads > 0 && kv_heads > 0 && heads % kv_heads == 0, "kv_heads must divide heads");
@@ -57,11 +62,16 @@ void forward_core(const T* q, const T* k, const T* v, T* o, T* lse, int64_t tota
         const T* qi = q + (sg.q_start + i) * qs + h * d;
         std::fill(acc.begin(), acc.end(), T(0));
         T m = -INFINITY, l = 0;
-        const int64_t horizon = std::min(sg.k_len, i + offset + 1);  // keys [0, horizon) are visible
-        for (int64_t j0 = 0; j0 < horizon; j0 += kKeyTile) {
+        const int64_t horizon = std::min(sg.k_len, i + offset + 1);  // keys [lo, horizon) are visible
+        const int64_t lo = first_visible_key(i + offset, dm.window);
+        for (int64_t j0 = lo / kKeyTile * kKeyTile; j0 < horizon; j0 += kKeyTile) {
           const int64_t n = std::min<int64_t>(kKeyTile, horizon - j0);
           T tile_max = -INFINITY;
           for (int64_t j = 0; j < n; ++j) {
+            if (j0 + j < lo) {
+              s2[j] = -INFINITY;
+              continue;
+            }
             const T* kj = k + (sg.k_start + j0 + j) * ks + kvh * d;
             T dot = 0;
             for (int c = 0; c < d; ++c) dot += qi[c] * kj[c];
@@ -73,6 +83,7 @@ void forward_core(const T* q, const T* k, const T* v, T* o, T* lse, int64_t tota
           for (auto& a : acc) a *= factor;
           const T shift = online_softmax_shift(m);
           for (int64_t j = 0; j < n; ++j) {
+            if (j0 + j < lo) continue;
             const T p = attention_exp2(s2[j] - shift);
             l += p;
             const T* vj = v + (sg.k_start + j0 + j) * ks + kvh * d;
@@ -105,7 +116,7 @@ void backward_core(const T* q, const T* k, const T* v, const T* o, const T* dout
         T delta = 0;
         for (int c = 0; c < d; ++c) delta += dout[row + c] * o[row + c];
         const T lse2 = lse[h * total + sg.q_start + i] * static_cast<T>(kAttentionLog2e);
-        for (int64_t j = 0; j < sg.k_len; ++j) {
+        for (int64_t j = first_visible_key(i + offset, dm.window); j < sg.k_len; ++j) {
           if (!attention_visible(i, j, offset)) break;
           const int64_t krow = (sg.k_start + j) * ks + kvh * d;
           T dot = 0, dp = 0;
@@ -140,8 +151,9 @@ void narrow(const std::vector<float>& x, uint16_t* y) {
 Dims dims_of(const AttentionShape& s, bool fp64) {
   check_dims(s.heads, s.kv_heads, s.head_dim);
   QK_REQUIRE(s.total_tokens >= 0, "negative total_tokens");
+  QK_REQUIRE(s.window >= 0, "negative window");
   const double exact = s.scale != 0 ? s.scale : 1.0 / std::sqrt(static_cast<double>(s.head_dim));
-  return {s.heads, s.kv_heads, s.head_dim, fp64 ? exact : attention_scale(s.scale, s.head_dim)};
+  return {s.heads, s.kv_heads, s.head_dim, fp64 ? exact : attention_scale(s.scale, s.head_dim), s.window};
 }
 
 }  // namespace
@@ -198,7 +210,8 @@ void attention_decode_forward(const uint16_t* q, const uint16_t* k_cache, const 
     QK_REQUIRE(len >= n && len <= s.cache_capacity && len <= s.max_seqlen_k, "need n_b <= L_b <= capacity");
     segs.push_back({cu_seqlens_q[b], n, b * s.cache_capacity, len});
   }
-  const Dims dm{s.heads, s.kv_heads, s.head_dim, attention_scale(s.scale, s.head_dim)};
+  QK_REQUIRE(s.window >= 0, "negative window");
+  const Dims dm{s.heads, s.kv_heads, s.head_dim, attention_scale(s.scale, s.head_dim), s.window};
   const size_t nq = static_cast<size_t>(s.total_q) * s.heads * s.head_dim;
   const size_t nk = static_cast<size_t>(s.num_seqs) * s.cache_capacity * s.kv_heads * s.head_dim;
   const auto qf = widen(q, nq), kf = widen(k_cache, nk), vf = widen(v_cache, nk);

@@ -13,6 +13,9 @@
 //                      dK += dS^T Q; loops over the group's query heads and the query tiles.
 // Shared-memory tiles are [64][head_dim + 8] bf16: the 16-byte pad puts the 8 rows an ldmatrix
 // reads in 8 different bank groups for every supported head_dim.
+// A sliding window is a template flag (Has_window), so the plain causal kernels stay as they were;
+// the windowed ones start their tile loops at the first tile any row of the block sees and mask
+// the tiles that some row sees only in part.
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -59,6 +62,7 @@ struct Params {
   int64_t total_q;
   int heads, kv_heads, group;
   float scale, scale_log2;
+  int window;  // > 0 only for the Has_window kernels
 };
 
 __device__ __forceinline__ Segment segment_of(const Params& p, int b) {
@@ -151,6 +155,16 @@ __device__ __forceinline__ void mma_regs_ab(float (&acc)[N / 8][4], const float 
   }
 }
 
+// The causal rule, or with Has_window the sliding-window one (qk/attention.h).
+template <bool Has_window>
+__device__ __forceinline__ bool visible(int q_index, int k_index, int offset, int window) {
+  if constexpr (Has_window) {
+    return attention_visible(q_index, k_index, offset, window);
+  } else {
+    return attention_visible(q_index, k_index, offset);
+  }
+}
+
 // The four lanes t = 0..3 of a fragment row hold its columns: a row reduction is two xor shuffles.
 __device__ __forceinline__ float row_max4(float x) {
   x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
@@ -191,7 +205,7 @@ constexpr int tile_elems() {
 // Is_packed (decode): a block serves one KV head and its tile rows are (token, query head) pairs,
 // row r = token r / group, head r % group of the group, so a few new tokens still fill the tile
 // and each K/V tile is read once for the whole group. Otherwise rows are tokens of head blockIdx.y.
-template <int D, bool Is_packed>
+template <int D, bool Is_packed, bool Has_window>
 __global__ void QK_LAUNCH_BOUNDS(kThreads) attention_fwd_kernel(Params p) {
   constexpr int kLd = D + 8, kChunks = D / 8;
   QK_DYNAMIC_SHARED(bf16, smem);
@@ -214,6 +228,8 @@ __global__ void QK_LAUNCH_BOUNDS(kThreads) attention_fwd_kernel(Params p) {
   const int first_token = m0 / pack, last_token = (min(q_rows, m0 + kBlockM) - 1) / pack;
   const int n_end = min(s.k_len, last_token + 1 + offset);
   const int n_tiles = (n_end + kBlockN - 1) / kBlockN;
+  // Window: keys before the first row's window are masked for the whole tile.
+  const int nt_begin = Has_window ? max(0, first_token + offset - p.window + 1) / kBlockN : 0;
   const int row_a = m0 + warp * 16 + g, row_b = row_a + 8;  // this thread's two tile rows
   const int tok[2] = {row_a / pack, row_b / pack};
 
@@ -232,21 +248,22 @@ __global__ void QK_LAUNCH_BOUNDS(kThreads) attention_fwd_kernel(Params p) {
   for (int kk = 0; kk < D / 16; ++kk) ldmatrix_x4(qf[kk], sk + (warp * 16 + lane % 16) * kLd + kk * 16 + (lane / 16) * 8);
   __syncthreads();  // every warp holds its Q fragments: the tile may take K
   // One commit group per tile, K before V, so that waiting for all but the newest group waits for K.
-  load_tile<D>(sk, k, kv_stride, 0, s.k_len);
+  load_tile<D>(sk, k, kv_stride, nt_begin * kBlockN, s.k_len);
   cp_async_commit();
-  load_tile<D>(sv, v, kv_stride, 0, s.k_len);
+  load_tile<D>(sv, v, kv_stride, nt_begin * kBlockN, s.k_len);
   cp_async_commit();
 
   float acc[D / 8][4] = {};
   float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
-  for (int nt = 0; nt < n_tiles; ++nt) {
+  for (int nt = nt_begin; nt < n_tiles; ++nt) {
     const int n0 = nt * kBlockN;
     cp_async_wait<1>();
     __syncthreads();  // K[nt] landed; V[nt] may still be in flight
 
     float sc[kBlockN / 8][4] = {};
     mma_frags_abt<kBlockN, D>(sc, qf, sk, kLd, lane);
-    const bool need_mask = n0 + kBlockN > s.k_len || n0 + kBlockN - 1 > first_token + offset;
+    const bool need_mask = n0 + kBlockN > s.k_len || n0 + kBlockN - 1 > first_token + offset ||
+                           (Has_window && n0 <= last_token + offset - p.window);
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int ni = 0; ni < kBlockN / 8; ++ni)
@@ -255,7 +272,7 @@ __global__ void QK_LAUNCH_BOUNDS(kThreads) attention_fwd_kernel(Params p) {
         float x = sc[ni][i] * p.scale_log2;
         if (need_mask) {
           const int col = n0 + ni * 8 + 2 * t + (i & 1);
-          if (col >= s.k_len || !attention_visible(tok[i / 2], col, offset)) x = -INFINITY;
+          if (col >= s.k_len || !visible<Has_window>(tok[i / 2], col, offset, p.window)) x = -INFINITY;
         }
         sc[ni][i] = x;
         tile_max[i / 2] = fmaxf(tile_max[i / 2], x);
@@ -331,7 +348,7 @@ __global__ void QK_LAUNCH_BOUNDS(kThreads)
 }
 
 // ---- Backward, step 2: dQ = scale * dS K per query tile, over the key tiles in a fixed order.
-template <int D>
+template <int D, bool Has_window>
 __global__ void QK_LAUNCH_BOUNDS(kThreads) attention_bwd_dq_kernel(Params p) {
   constexpr int kLd = D + 8;
   QK_DYNAMIC_SHARED(bf16, smem);
@@ -351,12 +368,13 @@ __global__ void QK_LAUNCH_BOUNDS(kThreads) attention_bwd_dq_kernel(Params p) {
   const bf16* v = p.v + s.k_start * kv_stride + (h / p.group) * D;
   const int n_end = min(s.k_len, m0 + kBlockM + offset);
   const int n_tiles = (n_end + kBlockN - 1) / kBlockN;
+  const int nt_begin = Has_window ? max(0, m0 + offset - p.window + 1) / kBlockN : 0;  // first row's window
   const int rows[2] = {m0 + warp * 16 + g, m0 + warp * 16 + g + 8};
 
   load_tile<D>(sq, p.q + q_off, q_stride, m0, s.q_len);
   load_tile<D>(sdo, p.dout + q_off, q_stride, m0, s.q_len);
-  load_tile<D>(sk, k, kv_stride, 0, s.k_len);
-  load_tile<D>(sv, v, kv_stride, 0, s.k_len);
+  load_tile<D>(sk, k, kv_stride, nt_begin * kBlockN, s.k_len);
+  load_tile<D>(sv, v, kv_stride, nt_begin * kBlockN, s.k_len);
   cp_async_commit();
   float lse2[2], delta[2];
 #pragma unroll
@@ -368,7 +386,7 @@ __global__ void QK_LAUNCH_BOUNDS(kThreads) attention_bwd_dq_kernel(Params p) {
   }
 
   float dq[D / 8][4] = {};
-  for (int nt = 0; nt < n_tiles; ++nt) {
+  for (int nt = nt_begin; nt < n_tiles; ++nt) {
     const int n0 = nt * kBlockN;
     cp_async_wait<0>();
     __syncthreads();  // K[nt] and V[nt] landed
@@ -380,14 +398,15 @@ __global__ void QK_LAUNCH_BOUNDS(kThreads) attention_bwd_dq_kernel(Params p) {
       load_tile<D>(sv, v, kv_stride, n0 + kBlockN, s.k_len);
       cp_async_commit();
     }
-    const bool need_mask = n0 + kBlockN > s.k_len || n0 + kBlockN - 1 > m0 + offset;
+    const bool need_mask = n0 + kBlockN > s.k_len || n0 + kBlockN - 1 > m0 + offset ||
+                           (Has_window && n0 <= m0 + kBlockM - 1 + offset - p.window);
 #pragma unroll
     for (int ni = 0; ni < kBlockN / 8; ++ni)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int r = i / 2, col = n0 + ni * 8 + 2 * t + (i & 1);
         float pr = exp2f(sc[ni][i] * p.scale_log2 - lse2[r]);
-        if (need_mask && (col >= s.k_len || !attention_visible(rows[r], col, offset))) pr = 0.0f;
+        if (need_mask && (col >= s.k_len || !visible<Has_window>(rows[r], col, offset, p.window))) pr = 0.0f;
         sc[ni][i] = pr * (dp[ni][i] - delta[r]);  // dS
       }
     mma_regs_ab<D, kBlockN>(dq, sc, sk, kLd, lane);
@@ -402,7 +421,7 @@ __global__ void QK_LAUNCH_BOUNDS(kThreads) attention_bwd_dq_kernel(Params p) {
 
 // ---- Backward, step 3: dK = scale * dS^T Q and dV = P^T dO per key tile, summed in registers over
 // the query heads of the KV head's group and the query tiles that see the keys.
-template <int D>
+template <int D, bool Has_window>
 __global__ void QK_LAUNCH_BOUNDS(kThreads) attention_bwd_dkdv_kernel(Params p) {
   constexpr int kLd = D + 8;
   QK_DYNAMIC_SHARED(bf16, smem);
@@ -420,9 +439,11 @@ __global__ void QK_LAUNCH_BOUNDS(kThreads) attention_bwd_dkdv_kernel(Params p) {
   const int offset = s.k_len - s.q_len;
   const int64_t q_stride = static_cast<int64_t>(p.heads) * D, kv_stride = static_cast<int64_t>(p.kv_heads) * D;
   const int64_t kv_off = s.k_start * kv_stride + kvh * D;
-  // The first query that sees key n0 is n0 - offset; its tile is the first with work.
+  // The first query that sees key n0 is n0 - offset; its tile is the first with work. With a window
+  // the last is the one whose window still reaches the tile's last key.
   const int m_begin = (max(0, n0 - offset) / kBlockM) * kBlockM;
-  const int m_tiles = s.q_len > m_begin ? (s.q_len - m_begin + kBlockM - 1) / kBlockM : 0;
+  const int m_end = Has_window ? min(s.q_len, n0 + kBlockN - 1 - offset + p.window) : s.q_len;
+  const int m_tiles = m_end > m_begin ? (m_end - m_begin + kBlockM - 1) / kBlockM : 0;
   const int steps = p.group * m_tiles;
   const int keys[2] = {n0 + warp * 16 + g, n0 + warp * 16 + g + 8};
 
@@ -455,14 +476,16 @@ __global__ void QK_LAUNCH_BOUNDS(kThreads) attention_bwd_dkdv_kernel(Params p) {
     float st[kBlockM / 8][4] = {}, dpt[kBlockM / 8][4] = {};
     mma_rows_abt<kBlockM, D>(st, sk + warp * 16 * kLd, sq, kLd, lane);
     mma_rows_abt<kBlockM, D>(dpt, sv + warp * 16 * kLd, sdo, kLd, lane);
-    const bool need_mask = n0 + kBlockN > s.k_len || m0 + kBlockM > s.q_len || n0 + kBlockN - 1 > m0 + offset;
+    const bool need_mask = n0 + kBlockN > s.k_len || m0 + kBlockM > s.q_len || n0 + kBlockN - 1 > m0 + offset ||
+                           (Has_window && m0 + kBlockM - 1 + offset - n0 >= p.window);
 #pragma unroll
     for (int ni = 0; ni < kBlockM / 8; ++ni)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int c = ni * 8 + 2 * t + (i & 1), key = keys[i / 2];
         float pr = exp2f(st[ni][i] * p.scale_log2 - slse[c]);
-        if (need_mask && (key >= s.k_len || m0 + c >= s.q_len || !attention_visible(m0 + c, key, offset))) pr = 0.0f;
+        if (need_mask && (key >= s.k_len || m0 + c >= s.q_len || !visible<Has_window>(m0 + c, key, offset, p.window)))
+          pr = 0.0f;
         st[ni][i] = pr;                                // P^T
         dpt[ni][i] = pr * (dpt[ni][i] - sdelta[c]);  // dS^T
       }
@@ -497,30 +520,44 @@ void allow_smem(Kernel kernel, size_t bytes) {
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
 }
 
-template <int D>
-void launch_forward(const Params& p, int num_seqs, int max_seqlen_q, cudaStream_t stream) {
+template <int D, bool Has_window>
+void launch_forward_as(const Params& p, int num_seqs, int max_seqlen_q, cudaStream_t stream) {
   const size_t smem = 2 * tile_elems<D>() * sizeof(bf16);
   if (p.seqlens_k != nullptr) {  // decode
-    allow_smem(attention_fwd_kernel<D, true>, smem);
+    allow_smem(attention_fwd_kernel<D, true, Has_window>, smem);
     const dim3 grid((max_seqlen_q * p.group + kBlockM - 1) / kBlockM, p.kv_heads, num_seqs);
-    QK_LAUNCH((attention_fwd_kernel<D, true>), grid, dim3(kThreads), smem, stream, p);
+    QK_LAUNCH((attention_fwd_kernel<D, true, Has_window>), grid, dim3(kThreads), smem, stream, p);
   } else {
-    allow_smem(attention_fwd_kernel<D, false>, smem);
+    allow_smem(attention_fwd_kernel<D, false, Has_window>, smem);
     const dim3 grid((max_seqlen_q + kBlockM - 1) / kBlockM, p.heads, num_seqs);
-    QK_LAUNCH((attention_fwd_kernel<D, false>), grid, dim3(kThreads), smem, stream, p);
+    QK_LAUNCH((attention_fwd_kernel<D, false, Has_window>), grid, dim3(kThreads), smem, stream, p);
   }
 }
 
 template <int D>
-void launch_backward(const Params& p, int num_seqs, int max_seqlen, cudaStream_t stream) {
+void launch_forward(const Params& p, int num_seqs, int max_seqlen_q, cudaStream_t stream) {
+  if (p.window > 0) return launch_forward_as<D, true>(p, num_seqs, max_seqlen_q, stream);
+  launch_forward_as<D, false>(p, num_seqs, max_seqlen_q, stream);
+}
+
+template <int D, bool Has_window>
+void launch_backward_as(const Params& p, int num_seqs, int max_seqlen, cudaStream_t stream) {
   const size_t smem_dq = 4 * tile_elems<D>() * sizeof(bf16);
   const size_t smem_dkdv = smem_dq + 2 * kBlockM * sizeof(float);
-  allow_smem(attention_bwd_dq_kernel<D>, smem_dq);
-  allow_smem(attention_bwd_dkdv_kernel<D>, smem_dkdv);
+  allow_smem(attention_bwd_dq_kernel<D, Has_window>, smem_dq);
+  allow_smem(attention_bwd_dkdv_kernel<D, Has_window>, smem_dkdv);
   const unsigned tiles = static_cast<unsigned>((max_seqlen + kBlockM - 1) / kBlockM);
-  QK_LAUNCH((attention_bwd_dkdv_kernel<D>), dim3(tiles, p.kv_heads, num_seqs), dim3(kThreads), smem_dkdv, stream, p);
+  QK_LAUNCH((attention_bwd_dkdv_kernel<D, Has_window>), dim3(tiles, p.kv_heads, num_seqs), dim3(kThreads), smem_dkdv,
+            stream, p);
   QK_CHECK_LAUNCH();
-  QK_LAUNCH((attention_bwd_dq_kernel<D>), dim3(tiles, p.heads, num_seqs), dim3(kThreads), smem_dq, stream, p);
+  QK_LAUNCH((attention_bwd_dq_kernel<D, Has_window>), dim3(tiles, p.heads, num_seqs), dim3(kThreads), smem_dq, stream,
+            p);
+}
+
+template <int D>
+void launch_backward(const Params& p, int num_seqs, int max_seqlen, cudaStream_t stream) {
+  if (p.window > 0) return launch_backward_as<D, true>(p, num_seqs, max_seqlen, stream);
+  launch_backward_as<D, false>(p, num_seqs, max_seqlen, stream);
 }
 
 // Dispatches a launcher template on the head dimension.
@@ -563,6 +600,7 @@ void check_shape(const AttentionShape& s, const int32_t* cu_seqlens) {
   QK_REQUIRE(s.total_tokens == 0 || (s.max_seqlen > 0 && s.max_seqlen <= s.total_tokens),
              "max_seqlen must be in [1, total_tokens]");
   QK_REQUIRE(s.num_seqs <= 65535, "at most 65535 sequences per call");
+  QK_REQUIRE(s.window >= 0, "negative window");
 }
 
 }  // namespace
@@ -576,6 +614,7 @@ void attention_forward(const bf16* q, const bf16* k, const bf16* v, bf16* o, flo
   QK_REQUIRE(q && k && v && o, "null pointer");
   QK_REQUIRE(aligned16(q) && aligned16(k) && aligned16(v) && aligned16(o), "q, k, v, o must be 16-byte aligned");
   p.q = q, p.k = k, p.v = v, p.o = o, p.lse = lse, p.cu_q = cu_seqlens;
+  p.window = attention_effective_window(shape.window, shape.max_seqlen);
   dispatch_head_dim<ForwardLauncher>(shape.head_dim, p, shape.num_seqs, shape.max_seqlen, stream);
   QK_CHECK_LAUNCH();
 }
@@ -593,6 +632,7 @@ void attention_backward(const bf16* q, const bf16* k, const bf16* v, const bf16*
              "q, k, v, o, dout, dq, dk, dv must be 16-byte aligned");
   p.q = q, p.k = k, p.v = v, p.lse_saved = lse;
   p.dout = dout, p.delta = delta, p.dq = dq, p.dk = dk, p.dv = dv, p.cu_q = cu_seqlens;
+  p.window = attention_effective_window(shape.window, shape.max_seqlen);
   const int64_t rows = shape.total_tokens * shape.heads;
   QK_LAUNCH(attention_bwd_delta_kernel, dim3(static_cast<unsigned>((rows + kWarps - 1) / kWarps)), dim3(kThreads), 0,
             stream, o, dout, delta, shape.total_tokens, shape.heads, shape.head_dim);
@@ -611,6 +651,7 @@ void attention_decode_forward(const bf16* q, const bf16* k_cache, const bf16* v_
   QK_REQUIRE(shape.total_q >= 0 && shape.max_seqlen_q <= shape.max_seqlen_k &&
                  shape.max_seqlen_k <= shape.cache_capacity,
              "need max_seqlen_q <= max_seqlen_k <= cache_capacity");
+  QK_REQUIRE(shape.window >= 0, "negative window");
   if (shape.total_q == 0) return;
   QK_REQUIRE(shape.max_seqlen_q > 0 && shape.max_seqlen_q <= shape.total_q, "max_seqlen_q must be in [1, total_q]");
   QK_REQUIRE(q && k_cache && v_cache && o, "null pointer");
@@ -618,6 +659,7 @@ void attention_decode_forward(const bf16* q, const bf16* k_cache, const bf16* v_
              "q, caches and o must be 16-byte aligned");
   p.q = q, p.k = k_cache, p.v = v_cache, p.o = o, p.lse = lse;
   p.cu_q = cu_seqlens_q, p.seqlens_k = seqlens_k, p.k_capacity = shape.cache_capacity;
+  p.window = attention_effective_window(shape.window, shape.max_seqlen_k);
   dispatch_head_dim<ForwardLauncher>(shape.head_dim, p, shape.num_seqs, shape.max_seqlen_q, stream);
   QK_CHECK_LAUNCH();
 }

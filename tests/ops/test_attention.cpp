@@ -3,13 +3,16 @@
 // at most twice that of a straightforward bf16 implementation (fp64 arithmetic with P, dS and every
 // output rounded to bf16, as a bf16 framework would round between its ops). Emulated cases are small
 // and odd (lengths 1, 7, 33, 129, packed rows with an empty example, GQA 1/4/8, every head_dim);
-// lengths 1000 and 4096 run only on a GPU.
+// lengths 1000 and 4096 run only on a GPU. Sliding-window cases: windows of 3, under a tile, not a
+// multiple of the tile, exactly a tile, and longer than some examples of a packed row but not others.
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "harness.h"
@@ -31,10 +34,11 @@ struct Grads {
 };
 
 // Plain softmax attention in fp64 with an explicit [T x T] P per (example, head); with `bf16`,
-// P, O, dS and the gradients are rounded to bf16 where a bf16 framework would round them.
+// P, O, dS and the gradients are rounded to bf16 where a bf16 framework would round them. A window
+// W > 0 keeps key j of query i when i - W < j (keys before it have P = 0).
 Grads reference(const std::vector<uint16_t>& q16, const std::vector<uint16_t>& k16, const std::vector<uint16_t>& v16,
                 const std::vector<uint16_t>& do16, const std::vector<int32_t>& cu, int heads, int kv_heads, int d,
-                bool bf16) {
+                bool bf16, int window = 0) {
   const auto q = widen(q16), k = widen(k16), v = widen(v16), dout = widen(do16);
   const int64_t qs = static_cast<int64_t>(heads) * d, ks = static_cast<int64_t>(kv_heads) * d;
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
@@ -43,23 +47,24 @@ Grads reference(const std::vector<uint16_t>& q16, const std::vector<uint16_t>& k
           std::vector<double>(k.size())};
   for (size_t b = 0; b + 1 < cu.size(); ++b) {
     const int64_t s0 = cu[b], n = cu[b + 1] - cu[b];
+    auto lo = [&](int64_t i) { return window > 0 ? std::max<int64_t>(0, i - window + 1) : 0; };
     for (int h = 0; h < heads; ++h) {
       const int kvh = h / (heads / kv_heads);
       std::vector<double> p(n * n, 0.0), ds(n * n, 0.0);
       for (int64_t i = 0; i < n; ++i) {
         const double* qi = &q[(s0 + i) * qs + h * d];
         double mx = -INFINITY;
-        for (int64_t j = 0; j <= i; ++j) {
+        for (int64_t j = lo(i); j <= i; ++j) {
           double dot = 0;
           for (int c = 0; c < d; ++c) dot += qi[c] * k[(s0 + j) * ks + kvh * d + c];
           p[i * n + j] = dot * scale;
           mx = std::max(mx, p[i * n + j]);
         }
         double sum = 0;
-        for (int64_t j = 0; j <= i; ++j) sum += (p[i * n + j] = std::exp(p[i * n + j] - mx));
-        for (int64_t j = 0; j <= i; ++j) p[i * n + j] = rnd(p[i * n + j] / sum);
+        for (int64_t j = lo(i); j <= i; ++j) sum += (p[i * n + j] = std::exp(p[i * n + j] - mx));
+        for (int64_t j = lo(i); j <= i; ++j) p[i * n + j] = rnd(p[i * n + j] / sum);
         double* oi = &g.o[(s0 + i) * qs + h * d];
-        for (int64_t j = 0; j <= i; ++j)
+        for (int64_t j = lo(i); j <= i; ++j)
           for (int c = 0; c < d; ++c) oi[c] += p[i * n + j] * v[(s0 + j) * ks + kvh * d + c];
         for (int c = 0; c < d; ++c) oi[c] = rnd(oi[c]);
       }
@@ -67,14 +72,14 @@ Grads reference(const std::vector<uint16_t>& q16, const std::vector<uint16_t>& k
         const int64_t row = (s0 + i) * qs + h * d;
         double delta = 0;
         for (int c = 0; c < d; ++c) delta += dout[row + c] * g.o[row + c];
-        for (int64_t j = 0; j <= i; ++j) {
+        for (int64_t j = lo(i); j <= i; ++j) {
           double dp = 0;
           for (int c = 0; c < d; ++c) dp += dout[row + c] * v[(s0 + j) * ks + kvh * d + c];
           ds[i * n + j] = rnd(p[i * n + j] * (dp - delta));
         }
       }
       for (int64_t i = 0; i < n; ++i)  // row-wise loops: contiguous along head_dim, fast at T = 4096
-        for (int64_t j = 0; j <= i; ++j) {
+        for (int64_t j = lo(i); j <= i; ++j) {
           const int64_t qrow = (s0 + i) * qs + h * d, krow = (s0 + j) * ks + kvh * d;
           const double dsij = ds[i * n + j], pij = p[i * n + j];
           for (int c = 0; c < d; ++c) {
@@ -116,6 +121,7 @@ struct Case {
   std::string name;
   std::vector<int32_t> lens;
   int heads, kv_heads, d;
+  int window = 0;
 };
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
@@ -125,7 +131,7 @@ struct Problem {
   std::vector<uint16_t> q, k, v, dout;
 };
 
-Problem make_problem(const std::vector<int32_t>& cu, int heads, int kv_heads, int d, uint64_t seed) {
+Problem make_problem(const std::vector<int32_t>& cu, int heads, int kv_heads, int d, uint64_t seed, int window = 0) {
   Problem p;
   p.cu = cu;
   p.shape.total_tokens = cu.back();
@@ -134,6 +140,7 @@ Problem make_problem(const std::vector<int32_t>& cu, int heads, int kv_heads, in
   p.shape.heads = heads;
   p.shape.kv_heads = kv_heads;
   p.shape.head_dim = d;
+  p.shape.window = window;
   const size_t t = static_cast<size_t>(cu.back());
   p.q = random_bf16(t * heads * d, seed + 1, 1.5f);
   p.k = random_bf16(t * kv_heads * d, seed + 2, 1.5f);
@@ -185,7 +192,7 @@ class Attention : public ::testing::TestWithParam<Case> {};
 TEST_P(Attention, ForwardBackwardMatchTwinAndReference) {
   QTRAIN_REQUIRE_DEVICE();
   const Case& c = GetParam();
-  const Problem p = make_problem(offsets(c.lens), c.heads, c.kv_heads, c.d, 1000 + c.d + c.lens.size());
+  const Problem p = make_problem(offsets(c.lens), c.heads, c.kv_heads, c.d, 1000 + c.d + c.lens.size(), c.window);
   const auto& s = p.shape;
   const DeviceRun got = run_device(p, true);
 
@@ -201,12 +208,17 @@ TEST_P(Attention, ForwardBackwardMatchTwinAndReference) {
   EXPECT_TRUE(close(got.dk, dk, 2 * kTolBf16)) << "dk";
   EXPECT_TRUE(close(got.dv, dv, 2 * kTolBf16)) << "dv";
 
-  const Grads ref = reference(p.q, p.k, p.v, p.dout, p.cu, s.heads, s.kv_heads, s.head_dim, false);
-  const Grads base = reference(p.q, p.k, p.v, p.dout, p.cu, s.heads, s.kv_heads, s.head_dim, true);
+  const Grads ref = reference(p.q, p.k, p.v, p.dout, p.cu, s.heads, s.kv_heads, s.head_dim, false, s.window);
+  const Grads base = reference(p.q, p.k, p.v, p.dout, p.cu, s.heads, s.kv_heads, s.head_dim, true, s.window);
   EXPECT_TRUE(within_twice("o", got.o, base.o, ref.o));
   EXPECT_TRUE(within_twice("dq", got.dq, base.dq, ref.dq));
   EXPECT_TRUE(within_twice("dk", got.dk, base.dk, ref.dk));
   EXPECT_TRUE(within_twice("dv", got.dv, base.dv, ref.dv));
+  std::printf("[ %s ] max error vs fp64 (bf16 baseline): o %.3g (%.3g), dq %.3g (%.3g), dk %.3g (%.3g), "
+              "dv %.3g (%.3g)\n",
+              c.name.c_str(), max_abs_err(got.o, ref.o), max_abs_err(base.o, ref.o), max_abs_err(got.dq, ref.dq),
+              max_abs_err(base.dq, ref.dq), max_abs_err(got.dk, ref.dk), max_abs_err(base.dk, ref.dk),
+              max_abs_err(got.dv, ref.dv), max_abs_err(base.dv, ref.dv));
 }
 
 class AttentionDeterminism : public ::testing::TestWithParam<Case> {};
@@ -230,6 +242,12 @@ std::vector<Case> cases() {
       {"packed_gqa2_d64", {5, 0, 33, 1, 70}, 2, 1, 64},  // an empty example too
       {"packed_gqa2_d80", {33, 17}, 2, 1, 80},
       {"packed_d96", {13, 45}, 2, 2, 96},
+      // sliding windows (Has_window kernels; a window of at least the longest example runs the plain path)
+      {"win3_len20_d64", {20}, 2, 1, 64, 3},  // (window 1 makes dQ, dK pure rounding noise: dS = 0)
+      {"win5_len150_gqa2_d64", {150}, 2, 1, 64, 5},          // under a tile: key tiles skipped, edges masked
+      {"win70_packed_gqa2_d80", {5, 0, 150, 33}, 2, 1, 80, 70},  // not a tile multiple; > 5 and 33, < 150
+      {"win64_len130_d128", {130}, 1, 1, 128, 64},            // exactly a tile
+      {"win100_packed_gqa4_d96", {9, 129}, 4, 1, 96, 100},
   };
 #if defined(QTRAIN_TEST_VARIANT_GPU)
   c.push_back({"len129_gqa4_d64", {129}, 4, 1, 64});
@@ -237,6 +255,9 @@ std::vector<Case> cases() {
   c.push_back({"len1000_gqa4_d128", {1000}, 4, 1, 128});
   c.push_back({"packed1000_d64", {1, 499, 500}, 2, 2, 64});
   c.push_back({"len4096_d128", {4096}, 1, 1, 128});
+  c.push_back({"win4096_len4096_gqa4_d128", {4096}, 4, 1, 128, 4096});
+  c.push_back({"win1000_packed_gqa4_d128", {3000, 17, 1079}, 4, 1, 128, 1000});
+  c.push_back({"win33_len1000_d64", {1000}, 2, 2, 64, 33});
 #endif
   return c;
 }
@@ -251,7 +272,7 @@ std::vector<Case> determinism_cases() {
 #if defined(QTRAIN_TEST_VARIANT_EMU)
   std::vector<Case> one;
   for (const Case& c : all)
-    if (c.name == "packed_gqa2_d80") one.push_back(c);
+    if (c.name == "packed_gqa2_d80" || c.name == "win70_packed_gqa2_d80") one.push_back(c);
   return one;
 #else
   return all;
@@ -287,7 +308,8 @@ TEST(AttentionPadded, RealTokensMatchThePackedCall) {
 }
 
 // Decode: n new queries per example against caches of length L; the result must equal the last n
-// rows of the forward over the whole sequence (same tiles, same order: bit for bit).
+// rows of the forward over the whole sequence (same tiles, same order: bit for bit), with and
+// without a sliding window.
 TEST(AttentionDecode, MatchesForwardOnTheFullSequence) {
   QTRAIN_REQUIRE_DEVICE();
 #if defined(QTRAIN_TEST_VARIANT_GPU)
@@ -295,11 +317,15 @@ TEST(AttentionDecode, MatchesForwardOnTheFullSequence) {
 #else
   const std::vector<int> dims = {128};
 #endif
-  for (const int d : dims) {
+  std::vector<std::pair<int, int>> runs;  // (head_dim, window); window 6 runs the windowed kernels
+  for (const int d : dims)
+    for (const int window : {0, 6}) runs.emplace_back(d, window);
+  for (const auto& [d, window] : runs) {
+    SCOPED_TRACE("window " + std::to_string(window));
     const std::vector<int32_t> cache_lens = {1, 40, 70, 9}, new_lens = {1, 3, 5, 9};
     const int heads = 4, kv_heads = 1;
     const int64_t capacity = 80;
-    const Problem full = make_problem(offsets(cache_lens), heads, kv_heads, d, 50 + d);
+    const Problem full = make_problem(offsets(cache_lens), heads, kv_heads, d, 50 + d, window);
     const DeviceRun want = run_device(full, false);
 
     qk::AttentionDecodeShape s;
@@ -308,6 +334,7 @@ TEST(AttentionDecode, MatchesForwardOnTheFullSequence) {
     s.heads = heads;
     s.kv_heads = kv_heads;
     s.head_dim = d;
+    s.window = window;
     const auto cu_q = offsets(new_lens);
     s.total_q = cu_q.back();
     s.max_seqlen_q = *std::max_element(new_lens.begin(), new_lens.end());
@@ -345,6 +372,30 @@ TEST(AttentionDecode, MatchesForwardOnTheFullSequence) {
   }
 }
 
+// A window of at least the longest example masks nothing: the result is the causal one, bit for bit
+// (it runs the plain kernels). A shorter one changes the output of the rows it cuts.
+TEST(AttentionWindow, WindowOfTheLongestExampleIsCausal) {
+  QTRAIN_REQUIRE_DEVICE();
+  Problem p = make_problem(offsets({9, 70, 33}), 2, 1, 64, 41);
+  const DeviceRun causal = run_device(p, true);
+  for (const int window : {70, 71, 1 << 30}) {
+    p.shape.window = window;
+    const DeviceRun w = run_device(p, true);
+    EXPECT_TRUE(identical(w.o, causal.o)) << window;
+    EXPECT_TRUE(identical(w.dq, causal.dq)) << window;
+    EXPECT_TRUE(identical(w.dk, causal.dk)) << window;
+    EXPECT_TRUE(identical(w.dv, causal.dv)) << window;
+  }
+  p.shape.window = 69;  // cuts only the last row of the 70-token example
+  const DeviceRun cut = run_device(p, false);
+  const int64_t row_width = 2 * 64, last = 9 + 69;
+  for (int64_t t = 0; t < p.shape.total_tokens; ++t) {
+    const bool same = std::equal(cut.o.begin() + t * row_width, cut.o.begin() + (t + 1) * row_width,
+                                 causal.o.begin() + t * row_width);
+    EXPECT_EQ(same, t != last) << "token " << t;
+  }
+}
+
 TEST(AttentionErrors, UnsupportedConfigurationsAreErrors) {
   QTRAIN_REQUIRE_DEVICE();
   const Problem p = make_problem(offsets({7}), 4, 1, 64, 3);
@@ -363,6 +414,9 @@ TEST(AttentionErrors, UnsupportedConfigurationsAreErrors) {
   EXPECT_THROW(call(s), qk::Error);
   s = p.shape;
   s.num_seqs = 0;
+  EXPECT_THROW(call(s), qk::Error);
+  s = p.shape;
+  s.window = -1;
   EXPECT_THROW(call(s), qk::Error);
   EXPECT_THROW(qk::attention_forward(q.as<__nv_bfloat16>() + 1, k.as<__nv_bfloat16>(), v.as<__nv_bfloat16>(),
                                      o.as<__nv_bfloat16>(), lse.get(), cu.get(), p.shape, nullptr),

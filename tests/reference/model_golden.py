@@ -5,7 +5,10 @@ tests/unit/model/test_model_golden.cpp, which runs qtrain's CPU model on the sam
 not in CI:
 
     pip install torch transformers peft bitsandbytes safetensors
-    python tests/reference/model_golden.py [--out tests/data/model_golden]
+    python tests/reference/model_golden.py [--out tests/data/model_golden] [--only CASE ...]
+
+--only rewrites just the named cases (and leaves VERSIONS alone), so adding a case does not touch
+the bytes of the others.
 
 Every case <name>/ holds
   model/             config.json + model.safetensors (float32), written by save_pretrained
@@ -25,6 +28,9 @@ of row 1 as its own sequence and concatenates the log-probabilities; the loss is
 over every unmasked label of the batch, formed in one autograd graph so the gradients are those of
 the batched loss.
 
+The Mistral case has sliding_window 5, shorter than every example of the batch, so the window
+changes every row's later tokens; the script also prints the loss with the window removed.
+
 The NF4 case reuses the llama3_gqa base and adapter: each of the seven linear weights is quantized by
 bitsandbytes.functional.quantize_4bit(W, blocksize=64, compress_statistics=True, quant_type="nf4") and
 reconstructed by bitsandbytes' rule (see nf4_roundtrip) before the same forward and backward. qtrain
@@ -42,7 +48,8 @@ import bitsandbytes
 import bitsandbytes.functional as bnbf
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM)
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 T = 16
@@ -68,7 +75,14 @@ CASES = [
                      rope_theta=1000000.0, tie_word_embeddings=True, max_position_embeddings=256,
                      use_sliding_window=False),
          lora=dict(r=5, lora_alpha=10, use_rslora=False)),
+    dict(name="mistral_swa", cls=(MistralConfig, MistralForCausalLM), seed=14,
+         config=dict(vocab_size=113, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+                     rope_theta=10000.0, tie_word_embeddings=False, max_position_embeddings=256,
+                     sliding_window=5),
+         lora=dict(r=6, lora_alpha=12, use_rslora=False)),
 ]
+NF4_CASE = "llama3_gqa_nf4"  # built from llama3_gqa
 
 
 def make_batch(vocab, seed):
@@ -183,14 +197,24 @@ def write_case(out, name, loss, tlp, grads, batch, case_meta):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "data", "model_golden"))
+    ap.add_argument("--only", nargs="+", metavar="CASE", help="write only these cases")
     args = ap.parse_args()
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    for case in [c["name"] for c in CASES] + ["llama3_gqa_nf4"]:  # README.md is kept
+    names = [c["name"] for c in CASES] + [NF4_CASE]
+    only = set(args.only or names)
+    unknown = only - set(names)
+    if unknown:
+        ap.error(f"unknown case(s) {sorted(unknown)}; known: {names}")
+    if NF4_CASE in only:
+        only.add("llama3_gqa")  # its base
+    for case in only:  # README.md is kept
         shutil.rmtree(os.path.join(out, case), ignore_errors=True)
     torch.set_num_threads(1)
 
     for case in CASES:
+        if case["name"] not in only:
+            continue
         cfg_cls, model_cls = case["cls"]
         torch.manual_seed(case["seed"])
         cfg = cfg_cls(**case["config"])
@@ -216,17 +240,25 @@ def main():
         loss, tlp, grads = forward_backward(pm, batch)
         write_case(out, case["name"], loss, tlp, grads, batch, {"base": "model", "nf4": False})
 
-        if case["name"] == "llama3_gqa":
+        if getattr(cfg, "sliding_window", None) is not None:
+            window = cfg.sliding_window
+            cfg.sliding_window = None  # the modeling code reads it at each forward
+            print(f"{case['name']}: loss without the window {forward_backward(pm, batch)[0].item():.9f}")
+            cfg.sliding_window = window
+
+        if case["name"] == "llama3_gqa" and NF4_CASE in only:
             with torch.no_grad():
                 for mname, mod in pm.named_modules():
                     if hasattr(mod, "base_layer") and any(mname.endswith(t) for t in TARGETS):
                         w = mod.base_layer.weight
                         w.copy_(nf4_roundtrip(w.data))
             loss, tlp, grads = forward_backward(pm, batch)
-            nd = os.path.join(out, "llama3_gqa_nf4")
+            nd = os.path.join(out, NF4_CASE)
             shutil.copytree(os.path.join(d, "adapter"), os.path.join(nd, "adapter"))
-            write_case(out, "llama3_gqa_nf4", loss, tlp, grads, batch, {"base": "../llama3_gqa/model", "nf4": True})
+            write_case(out, NF4_CASE, loss, tlp, grads, batch, {"base": "../llama3_gqa/model", "nf4": True})
 
+    if args.only:
+        return
     with open(os.path.join(out, "VERSIONS"), "w") as f:
         f.write(f"torch {torch.__version__}\ntransformers {transformers.__version__}\npeft {peft.__version__}\n"
                 f"bitsandbytes {bitsandbytes.__version__}\n")

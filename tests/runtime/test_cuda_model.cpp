@@ -159,7 +159,7 @@ TEST_P(CudaModelGolden, MatchesGoldenAndCpuModel) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, CudaModelGolden,
-                         ::testing::Values("llama_mha", "llama3_gqa", "qwen2_bias", "llama3_gqa_nf4"),
+                         ::testing::Values("llama_mha", "llama3_gqa", "qwen2_bias", "mistral_swa", "llama3_gqa_nf4"),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
 std::map<std::string, std::vector<float>> step_grads(CudaLlamaModel& m, const Batch& b, double* loss) {
@@ -189,6 +189,36 @@ TEST(CudaModel, CheckpointingAndOffloadGiveTheSameGradientsBitForBit) {
     EXPECT_EQ(0, std::memcmp(g.data(), ckpt.at(name).data(), g.size() * 4)) << name;
     EXPECT_EQ(0, std::memcmp(g.data(), off.at(name).data(), g.size() * 4)) << name;
   }
+}
+
+// The Mistral case's sliding window (5) reaches the kernels: without it (sliding_window null in a
+// copy of the config) the log-probabilities move far from the windowed golden ones, with it they
+// sit within bf16 error of them.
+TEST(CudaModel, SlidingWindowReachesTheKernels) {
+  if (!have_device()) GTEST_SKIP() << "no device";
+  const Case c = open_case("mistral_swa");
+  Case full = c;
+  full.base = (fs::path(::testing::TempDir()) / "qtrain_cuda_mistral_no_window").string();
+  fs::remove_all(full.base);
+  fs::create_directories(full.base);
+  fs::copy_file(fs::path(c.base) / "model.safetensors", fs::path(full.base) / "model.safetensors");
+  std::ifstream in(fs::path(c.base) / "config.json");
+  nlohmann::json config = nlohmann::json::parse(in);
+  config["sliding_window"] = nullptr;
+  std::ofstream(fs::path(full.base) / "config.json") << config.dump(2);
+
+  const Batch batch = read_batch(c.dir / "batch.safetensors");
+  const io::SafetensorsFile expected = io::SafetensorsFile::open((c.dir / "expected.safetensors").string());
+  const std::vector<float> ref_lp = read_tensor<float>(expected, "token_logprobs");
+  const ForwardResult with_window = cuda_model(c)->forward(batch);
+  const ForwardResult without = cuda_model(full)->forward(batch);
+  const double err_with = normalized_error(with_window.token_logprobs, ref_lp);
+  const double err_without = normalized_error(without.token_logprobs, ref_lp);
+  EXPECT_LE(err_with, kLogprobTol);
+  EXPECT_GT(err_without, 3 * err_with);
+  EXPECT_GT(std::abs(without.loss - with_window.loss) / with_window.loss, 1e-2);
+  std::printf("[ mistral_swa ] logprob err with the window %.3g, without %.3g\n", err_with, err_without);
+  fs::remove_all(full.base);
 }
 
 TEST(CudaModel, AdapterOffGivesTheBaseModelsLoss) {

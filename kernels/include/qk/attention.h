@@ -14,6 +14,12 @@
 // of its own example up to itself, never across a boundary. max_seqlen must be at least every
 // example's length (it sizes the grid; the kernels trust cu_seqlens, which lives on the device).
 //
+// Sliding window (Mistral): with window W > 0, query i of an example sees keys j with
+// i - W < j <= i, at most W keys ending at itself (transformers' sliding-window causal mask; the
+// index is the position within the example). Key tiles wholly outside every row's window are
+// skipped, so the work grows as T * W rather than T^2. A window of at least max_seqlen masks
+// nothing and runs the plain causal path.
+//
 // Padded batches [B, S] with per-row lengths len_b go through the same path: pass
 // cu_seqlens = {0, len_0, S, S + len_1, 2S, ..., (B-1)S + len_{B-1}, BS} (2B sequences), so each
 // row's padding is an example of its own (attention_padded_cu_seqlens builds it). Real tokens see
@@ -28,7 +34,8 @@
 //
 // Decode: n_b new query tokens of example b against a K/V cache holding L_b >= n_b tokens (the new
 // ones already appended), the new queries sitting at positions L_b - n_b .. L_b - 1 (causal,
-// aligned to the end of the cache). Forward only.
+// aligned to the end of the cache). Forward only. With a window W the query at position p sees
+// cache rows p - W < j <= p, so keys before L_b - n_b + 1 - W are never read.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -46,6 +53,7 @@ struct AttentionShape {
   int kv_heads = 0;          // divides heads
   int head_dim = 0;          // 64, 80, 96 or 128
   float scale = 0;           // softmax scale; 0 means 1 / sqrt(head_dim)
+  int window = 0;            // > 0: a query sees at most `window` keys ending at itself; 0: full causal
 };
 
 // Decode: q, o [total_q, heads, head_dim] packed by cu_seqlens_q (n_b tokens each);
@@ -61,6 +69,7 @@ struct AttentionDecodeShape {
   int kv_heads = 0;
   int head_dim = 0;
   float scale = 0;  // 0 means 1 / sqrt(head_dim)
+  int window = 0;   // as AttentionShape::window, on positions in the cache
 };
 
 inline float attention_scale(float scale, int head_dim) {
@@ -90,6 +99,17 @@ QK_HD double attention_log2(double x) { return log2(x); }
 // Key k_index of an example is visible to its query q_index, where `offset` = keys - queries of the
 // example (0 in training; L - n in decode, aligning the queries to the end of the keys).
 QK_HD bool attention_visible(int64_t q_index, int64_t k_index, int64_t offset) { return k_index <= q_index + offset; }
+
+// The same with a sliding window of `window` keys (> 0): also k_index > position - window.
+QK_HD bool attention_visible(int64_t q_index, int64_t k_index, int64_t offset, int64_t window) {
+  return k_index <= q_index + offset && q_index + offset - k_index < window;
+}
+
+// The window a kernel must apply: 0 (none) when it cannot mask anything, i.e. when it is at least
+// the longest key range, so such a call runs the plain causal path.
+inline int attention_effective_window(int window, int64_t max_keys) {
+  return window > 0 && window < max_keys ? window : 0;
+}
 
 // Online softmax: folding a tile whose largest score is tile_max into a row whose running maximum
 // is *m; returns the factor the running sum and output accumulator must be multiplied by. A row

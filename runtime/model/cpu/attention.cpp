@@ -10,9 +10,9 @@
 namespace qtrain::model::cpu {
 
 namespace {
-bool allowed(const int32_t* seg_row, int64_t i, int64_t j) {
+bool allowed(const int32_t* seg_row, int64_t i, int64_t j, int64_t window) {
   if (seg_row[i] == 0) return i == j;
-  return j <= i && seg_row[j] == seg_row[i];
+  return j <= i && seg_row[j] == seg_row[i] && (window <= 0 || i - j < window);
 }
 }  // namespace
 
@@ -30,7 +30,7 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
         const float* qi = q + (b * T + i) * qs + h * D;
         double mx = -std::numeric_limits<double>::infinity();
         for (int64_t j = 0; j < T; ++j) {
-          if (!allowed(seg, i, j)) continue;
+          if (!allowed(seg, i, j, s.window)) continue;
           const float* kj = k + (b * T + j) * ks + kh * D;
           double dot = 0.0;
           for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(qi[d]) * kj[d];
@@ -39,12 +39,13 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
         }
         double sum = 0.0;
         for (int64_t j = 0; j < T; ++j) {
-          if (!allowed(seg, i, j)) continue;
+          if (!allowed(seg, i, j, s.window)) continue;
           sc[static_cast<size_t>(j)] = std::exp(sc[static_cast<size_t>(j)] - mx);
           sum += sc[static_cast<size_t>(j)];
         }
         float* p = probs + ((b * s.heads + h) * T + i) * T;
-        for (int64_t j = 0; j < T; ++j) p[j] = allowed(seg, i, j) ? static_cast<float>(sc[static_cast<size_t>(j)] / sum) : 0.0f;
+        for (int64_t j = 0; j < T; ++j)
+          p[j] = allowed(seg, i, j, s.window) ? static_cast<float>(sc[static_cast<size_t>(j)] / sum) : 0.0f;
         float* o = out + (b * T + i) * qs + h * D;
         for (int64_t d = 0; d < D; ++d) {
           double acc = 0.0;
@@ -76,7 +77,7 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
         // dP_ij = dO_i . V_j; dS_ij = P_ij (dP_ij - sum_j P_ij dP_ij)
         double row = 0.0;
         for (int64_t j = 0; j <= i; ++j) {
-          if (!allowed(seg, i, j)) continue;
+          if (!allowed(seg, i, j, s.window)) continue;
           const float* vj = v + (b * T + j) * ks + kh * D;
           double acc = 0.0;
           for (int64_t d = 0; d < D; ++d) acc += static_cast<double>(doi[d]) * vj[d];
@@ -88,7 +89,7 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
         const float* qi = q + (b * T + i) * qs + h * D;
         float* dqi = dq + (b * T + i) * qs + h * D;
         for (int64_t j = 0; j <= i; ++j) {
-          if (!allowed(seg, i, j)) continue;
+          if (!allowed(seg, i, j, s.window)) continue;
           const float ds = static_cast<float>(p[j] * (dp[static_cast<size_t>(j)] - row) * scale);
           const float* kj = k + (b * T + j) * ks + kh * D;
           float* dkj = dk + (b * T + j) * ks + kh * D;

@@ -1,6 +1,8 @@
 // A Llama decoder layer on the CPU (see llama_block.h).
 #include "runtime/model/cpu/llama_block.h"
 
+#include "qk/nvtx.h"
+#include "runtime/model/attention_window.h"
 #include "runtime/model/cpu/attention.h"
 #include "runtime/model/cpu/rmsnorm.h"
 #include "runtime/model/cpu/rope.h"
@@ -28,13 +30,14 @@ float* xa_of(BlockActivations& a, const BlockLora& l, Proj p, int64_t n) {
 }
 
 AttentionShape attention_shape(const io::ModelConfig& c, const BlockInputs& in) {
-  return {in.rows, in.seq, c.num_attention_heads, c.num_key_value_heads, c.head_dim};
+  return {in.rows, in.seq, c.num_attention_heads, c.num_key_value_heads, c.head_dim, attention_window(c)};
 }
 
 }  // namespace
 
 void llama_block_forward(const io::ModelConfig& c, const LayerWeights& w, const BlockLora& lora,
                          const BlockInputs& in, const float* x, float* out, BlockActivations& a) {
+  QK_NVTX_RANGE("block_forward");
   const int64_t n = in.rows * in.seq, h = c.hidden_size, hd = c.head_dim;
   const int64_t qd = c.num_attention_heads * hd, kd = c.num_key_value_heads * hd, m = c.intermediate_size;
   a.x.assign(x, x + n * h);
@@ -65,12 +68,15 @@ void llama_block_forward(const io::ModelConfig& c, const LayerWeights& w, const 
 
 void llama_block_backward(const io::ModelConfig& c, const LayerWeights& w, const BlockLora& lora,
                           const BlockGrads& grads, const BlockInputs& in, const BlockActivations& a,
-                          const float* dout, float* dx) {
+                          const float* dout, float* dx, LayerGrads* full) {
+  QK_NVTX_RANGE("block_backward");
   const int64_t n = in.rows * in.seq, h = c.hidden_size, hd = c.head_dim;
   const int64_t qd = c.num_attention_heads * hd, kd = c.num_key_value_heads * hd, m = c.intermediate_size;
   auto back = [&](Proj p, const std::vector<float>& x, const float* dy, float* dxp) {
+    QK_NVTX_RANGE("lora_linear_backward");
     const size_t i = static_cast<size_t>(p);
     lora_linear_backward(w[p], lora[i], grads[i], x.data(), a.xa[i].data(), dy, n, dxp);
+    if (full) linear_weight_grad(w[p], x.data(), dy, n, (*full)[p]);
   };
   // MLP: out = x2 + down(swiglu(gate(h2), up(h2)))
   std::vector<float> dact(static_cast<size_t>(n * m)), dg(dact.size()), du(dact.size());
@@ -82,6 +88,7 @@ void llama_block_backward(const io::ModelConfig& c, const LayerWeights& w, const
   for (size_t i = 0; i < dh2.size(); ++i) dh2[i] += tmp[i];
   std::vector<float> dx2(static_cast<size_t>(n * h));
   rmsnorm_backward(a.x2.data(), w.post_norm.data(), a.rstd2.data(), dh2.data(), n, h, dx2.data());
+  if (full) rmsnorm_weight_grad(a.x2.data(), a.rstd2.data(), dh2.data(), n, h, full->post_norm.data());
   for (int64_t i = 0; i < n * h; ++i) dx2[static_cast<size_t>(i)] += dout[i];
 
   // Attention: x2 = x + o(attn(rope(q(h1)), rope(k(h1)), v(h1)))
@@ -99,6 +106,7 @@ void llama_block_backward(const io::ModelConfig& c, const LayerWeights& w, const
   back(Proj::V, a.h1, dv.data(), tmp.data());
   for (size_t i = 0; i < dh1.size(); ++i) dh1[i] += tmp[i];
   rmsnorm_backward(a.x.data(), w.input_norm.data(), a.rstd1.data(), dh1.data(), n, h, dx);
+  if (full) rmsnorm_weight_grad(a.x.data(), a.rstd1.data(), dh1.data(), n, h, full->input_norm.data());
   for (int64_t i = 0; i < n * h; ++i) dx[i] += dx2[static_cast<size_t>(i)];
 }
 

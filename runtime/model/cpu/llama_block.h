@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "runtime/model/base_weights.h"
+#include "runtime/model/cpu/full_grads.h"
 #include "runtime/model/cpu/lora_linear.h"
 
 namespace qtrain::model::cpu {
@@ -38,9 +39,10 @@ using BlockGrads = std::array<LoraAdapter*, 7>;  // per Proj; null where no adap
 // x [n, hidden] in, out [n, hidden] written (may not alias x).
 void llama_block_forward(const io::ModelConfig& c, const LayerWeights& w, const BlockLora& lora,
                          const BlockInputs& in, const float* x, float* out, BlockActivations& acts);
-// dout [n, hidden] in, dx [n, hidden] written; LoRA gradients accumulate.
+// dout [n, hidden] in, dx [n, hidden] written; LoRA gradients accumulate, and so do the layer's
+// base-weight gradients when `full` is given (full fine-tuning).
 void llama_block_backward(const io::ModelConfig& c, const LayerWeights& w, const BlockLora& lora,
                           const BlockGrads& grads, const BlockInputs& in, const BlockActivations& acts,
-                          const float* dout, float* dx);
+                          const float* dout, float* dx, LayerGrads* full = nullptr);
 
 }  // namespace qtrain::model::cpu

@@ -10,6 +10,7 @@
 #include "csrc/core/error.h"
 #include "csrc/core/rng.h"
 #include "csrc/io/llama_layout.h"
+#include "qk/nvtx.h"
 #include "runtime/model/cpu/lm_loss.h"
 #include "runtime/model/cpu/rmsnorm.h"
 #include "runtime/model/cpu/rope.h"
@@ -45,6 +46,7 @@ CpuLlamaModel CpuLlamaModel::load(const std::string& dir, const LoadOptions& opt
 
 void CpuLlamaModel::init_lora(const LoraConfig& lora, uint64_t seed) {
   if (lora.r <= 0) throw_bad_input("lora", "lora_r must be positive");
+  if (full_) throw_bad_input("lora", "full fine-tuning is on: LoRA and full fine-tuning are exclusive");
   if (!(lora.dropout >= 0.0 && lora.dropout < 1.0)) throw_bad_input("lora", "lora_dropout must be in [0, 1)");
   lora_ = lora;
   for (int64_t l = 0; l < config().num_hidden_layers; ++l) {
@@ -72,6 +74,7 @@ void CpuLlamaModel::load_adapter(const std::string& dir) {
 }
 
 void CpuLlamaModel::set_adapter(const PeftAdapter& ad, const std::string& where) {
+  if (full_) throw_bad_input(where, "full fine-tuning is on: LoRA and full fine-tuning are exclusive");
   std::vector<std::array<cpu::LoraAdapter, kNumProj>> next(adapters_.size());
   std::set<std::string> used;
   auto take = [&](const std::string& key, const std::vector<int64_t>& shape) {
@@ -142,6 +145,7 @@ cpu::BlockLora CpuLlamaModel::block_lora(int64_t layer, bool dropout, uint64_t d
 
 ForwardResult CpuLlamaModel::run_forward(const Batch& batch, bool dropout, uint64_t dropout_seed,
                                          Activations* keep) const {
+  QK_NVTX_RANGE("model_forward");
   const io::ModelConfig& c = config();
   validate_batch(batch, c.vocab_size);
   const int64_t n = batch.tokens(), h = c.hidden_size;
@@ -166,6 +170,7 @@ ForwardResult CpuLlamaModel::run_forward(const Batch& batch, bool dropout, uint6
   acts.h_final.assign(static_cast<size_t>(n * h), 0.0f);
   cpu::rmsnorm_forward(acts.x_final.data(), base_.final_norm.data(), n, h, c.rms_norm_eps, acts.h_final.data(),
                        acts.rstd_final.data());
+  QK_NVTX_RANGE("lm_head_loss");
   ForwardResult r;
   r.token_logprobs.assign(static_cast<size_t>(n), 0.0f);
   acts.lse.assign(static_cast<size_t>(n), 0.0f);
@@ -225,17 +230,23 @@ void CpuLlamaModel::backward() {
 }
 
 void CpuLlamaModel::backward(std::span<const float> dlogp) {
+  QK_NVTX_RANGE("model_backward");
   if (!acts_.valid) throw_internal("CpuLlamaModel::backward without a forward");
-  if (!has_adapter_ || !adapter_enabled_) throw_internal("CpuLlamaModel::backward needs the adapter enabled");
+  if (!full_ && (!has_adapter_ || !adapter_enabled_))
+    throw_internal("CpuLlamaModel::backward needs the adapter enabled or full fine-tuning");
   const io::ModelConfig& c = config();
   const Batch& b = acts_.batch;
   if (dlogp.size() != b.labels.size()) throw_internal("CpuLlamaModel::backward: dlogp must hold B x T values");
   const int64_t n = b.tokens(), h = c.hidden_size;
   std::vector<float> dh(static_cast<size_t>(n * h)), dx(dh.size()), dy(dh.size());
   cpu::lm_logprobs_backward({n, h, c.vocab_size}, acts_.h_final.data(), base_.head().data(), b.labels.data(),
-                            acts_.lse.data(), dlogp.data(), dh.data());
+                            acts_.lse.data(), dlogp.data(), dh.data(),
+                            full_ ? full_grads_.head(c.tie_word_embeddings) : nullptr);
   cpu::rmsnorm_backward(acts_.x_final.data(), base_.final_norm.data(), acts_.rstd_final.data(), dh.data(), n, h,
                         dy.data());
+  if (full_)
+    cpu::rmsnorm_weight_grad(acts_.x_final.data(), acts_.rstd_final.data(), dh.data(), n, h,
+                             full_grads_.final_norm.data());
   const cpu::BlockInputs in{b.rows, b.seq, b.position_ids.data(), b.segment_ids.data(), inv_freq_.data()};
   for (int64_t l = c.num_hidden_layers - 1; l >= 0; --l) {
     cpu::BlockGrads grads{};
@@ -244,9 +255,11 @@ void CpuLlamaModel::backward(std::span<const float> dlogp) {
       grads[static_cast<size_t>(p)] = a.r ? &a : nullptr;
     }
     cpu::llama_block_backward(c, base_.layers[static_cast<size_t>(l)], block_lora(l, acts_.dropout, acts_.dropout_seed),
-                              grads, in, acts_.blocks[static_cast<size_t>(l)], dy.data(), dx.data());
+                              grads, in, acts_.blocks[static_cast<size_t>(l)], dy.data(), dx.data(),
+                              full_ ? &full_grads_.layers[static_cast<size_t>(l)] : nullptr);
     std::swap(dx, dy);
   }
+  if (full_) cpu::embedding_grad(b.input_ids.data(), dy.data(), n, h, full_grads_.embed.data());
 }
 
 void CpuLlamaModel::zero_grad() {
@@ -256,6 +269,7 @@ void CpuLlamaModel::zero_grad() {
       std::fill(a.dB.begin(), a.dB.end(), 0.0f);
     }
   }
+  if (full_) cpu::zero_full_grads(full_grads_);
 }
 
 std::vector<LoraTensorRef> CpuLlamaModel::lora_tensors() {

@@ -5,6 +5,17 @@
 // Usage: load (base weights, optionally NF4), init_lora or load_adapter, then per micro-step
 // forward(batch) and backward(); gradients accumulate until zero_grad(). evaluate() runs a forward
 // that keeps nothing (e.g. the reference pass of DPO with the adapter switched off).
+//
+// Full fine-tuning (every base weight trainable, fp32; exclusive with LoRA, refused on an NF4 base):
+//   CpuLlamaModel m = CpuLlamaModel::load(dir);   // no init_lora / load_adapter
+//   m.set_full_finetune(true);                    // allocates a zero fp32 gradient per weight
+//   std::vector<LoraTensorRef> ts = m.trainable_tensors();  // HF names; value and grad spans stay
+//                                                 // valid while the model lives and the mode stays on
+//   HostOptimizer opt(kind, hyper, ts);           // updates the values in place
+//   per step: m.zero_grad(); per micro-batch m.forward(b); m.backward(); then opt.step(...)
+//   m.save_weights(out_dir);                      // config.json + model.safetensors (fp32)
+// With tied embeddings the one tensor model.embed_tokens.weight carries the embedding's and the LM
+// head's gradients together.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -14,6 +25,7 @@
 
 #include "runtime/model/base_weights.h"
 #include "runtime/model/batch.h"
+#include "runtime/model/cpu/full_grads.h"
 #include "runtime/model/cpu/llama_block.h"
 #include "runtime/model/lora_config.h"
 #include "runtime/model/peft_adapter.h"
@@ -34,7 +46,8 @@ struct ForwardResult {
   std::vector<SequenceLogprob> sequences;  // batch_sequences(batch) order
 };
 
-// One trainable LoRA tensor, named by its PEFT key.
+// One trainable tensor: a LoRA tensor named by its PEFT key, or in full fine-tuning a base weight
+// named by its HF key.
 struct LoraTensorRef {
   std::string name;
   std::vector<int64_t> shape;
@@ -84,6 +97,24 @@ class CpuLlamaModel {
   // Layer by layer, modules in block order, A before B.
   std::vector<LoraTensorRef> lora_tensors();
 
+  // Full fine-tuning: backward() also accumulates the fp32 gradient of every base weight (linear
+  // weights and biases, norms, embedding, LM head). Turning it on allocates zero gradients (it is a
+  // no-op when already on); off frees them. BadInput when an adapter is set (LoRA and full
+  // fine-tuning are exclusive) or when the base was loaded from or through NF4.
+  void set_full_finetune(bool on);
+  bool full_finetune() const { return full_; }
+  // What the optimizer updates: in full fine-tuning every base tensor by its HF name in the
+  // checkpoint layout's order (llama_tensor_layout: embedding, per layer input_layernorm, q/k/v/o,
+  // q/k/v biases, post_attention_layernorm, gate/up/down, then model.norm, lm_head when untied);
+  // otherwise lora_tensors().
+  std::vector<LoraTensorRef> trainable_tensors();
+  // The current base weights as an HF model folder: config.json (torch_dtype "float32") and
+  // model.safetensors, every tensor f32 whatever the source dtype (the CPU model holds fp32 and a
+  // narrower copy would drop small updates). Tokenizer files are the caller's. Each file is written
+  // to a temporary name and renamed. BadInput on an NF4-derived base (its weights are not an HF
+  // float checkpoint of the source).
+  void save_weights(const std::string& dir) const;
+
  private:
   struct Activations {
     Batch batch;
@@ -105,6 +136,8 @@ class CpuLlamaModel {
   bool training_ = true;
   uint64_t dropout_seed_ = 0;
   std::vector<std::array<cpu::LoraAdapter, kNumProj>> adapters_;  // r == 0: none
+  bool full_ = false;
+  cpu::FullGrads full_grads_;  // allocated while full_ is on
   Activations acts_;
 };
 

@@ -35,7 +35,7 @@ void lm_logprobs_forward(const LmHeadShape& s, const float* h, const float* head
 }
 
 void lm_logprobs_backward(const LmHeadShape& s, const float* h, const float* head, const int32_t* labels,
-                          const float* lse, const float* dlogp, float* dh) {
+                          const float* lse, const float* dlogp, float* dh, float* dhead) {
   std::vector<float> logits(static_cast<size_t>(std::min(kChunk, s.tokens) * s.vocab));
   for (int64_t t0 = 0; t0 < s.tokens; t0 += kChunk) {
     const int64_t m = std::min(kChunk, s.tokens - t0);
@@ -54,6 +54,10 @@ void lm_logprobs_backward(const LmHeadShape& s, const float* h, const float* hea
     }
     qk::cpu::matmul_f32({false, false, static_cast<int>(m), static_cast<int>(s.hidden), static_cast<int>(s.vocab)},
                         1.0f, logits.data(), head, 0.0f, dh + t0 * s.hidden);
+    if (dhead) {
+      qk::cpu::matmul_f32({true, false, static_cast<int>(s.vocab), static_cast<int>(s.hidden), static_cast<int>(m)},
+                          1.0f, logits.data(), h + t0 * s.hidden, 1.0f, dhead);
+    }
   }
 }
 

@@ -18,7 +18,8 @@ struct LmHeadShape {
 void lm_logprobs_forward(const LmHeadShape& s, const float* h, const float* head, const int32_t* labels,
                          float* token_logp, float* lse);
 // dh [tokens, hidden] = d/dh of sum_t dlogp[t] * log p_t(label_t); written, not accumulated.
+// dhead [vocab, hidden], when given (full fine-tuning), accumulates the head's gradient dZ^T h.
 void lm_logprobs_backward(const LmHeadShape& s, const float* h, const float* head, const int32_t* labels,
-                          const float* lse, const float* dlogp, float* dh);
+                          const float* lse, const float* dlogp, float* dh, float* dhead = nullptr);
 
 }  // namespace qtrain::model::cpu

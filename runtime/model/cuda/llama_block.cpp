@@ -2,6 +2,7 @@
 #include "runtime/model/cuda/llama_block.h"
 
 #if QTRAIN_HAS_CUDA
+#include <algorithm>
 #include <string>
 
 #include "csrc/core/error.h"
@@ -9,7 +10,9 @@
 #include "qk/rmsnorm.h"
 #include "qk/rope.h"
 #include "qk/swiglu.h"
+#include "runtime/model/attention_window.h"
 #include "runtime/model/cuda/cuda_util.h"
+#include "runtime/model/cuda/full_linear.h"
 
 namespace qtrain::model::cuda {
 
@@ -48,6 +51,48 @@ qk::LoraLinear linear_view(const BlockContext& ctx, const DeviceLayer& w, int64_
   return v;
 }
 
+const FullLinearGrads& full_linear_grads(const FullLayerGrads& g, int which) {
+  switch (which) {
+    case kQkv:
+      return g.qkv;
+    case kO:
+      return g.o;
+    case kGateUp:
+      return g.gate_up;
+    default:
+      return g.down;
+  }
+}
+
+// Linear `which` of the block: the grouped LoRA linear, or in full mode the plain one (no xa).
+void linear_forward(const BlockContext& ctx, const DeviceLayer& w, int64_t layer, int which, const bf16* x,
+                    int64_t t, bf16* y, bf16* xa) {
+  if (ctx.full != nullptr) {
+    full_linear_forward(ctx.blas, base_linear(w, which), x, t, ctx.ones, y, ctx.stream);
+    return;
+  }
+  qk::lora_linear_forward(ctx.lora, linear_view(ctx, w, layer, which), x, static_cast<int>(t), y, xa, ctx.stream);
+}
+
+void linear_backward(const BlockContext& ctx, const DeviceLayer& w, int64_t layer, int which, const bf16* x,
+                     const bf16* xa, const bf16* dy, int64_t t, bf16* dx) {
+  if (ctx.full != nullptr) {
+    const FullLayerGrads& g = ctx.full->layers[static_cast<size_t>(layer)];
+    full_linear_backward(ctx.blas, base_linear(w, which), x, dy, t, ctx.ones, dx, full_linear_grads(g, which),
+                         ctx.stream);
+    return;
+  }
+  qk::lora_linear_backward(ctx.lora, linear_view(ctx, w, layer, which), x, xa, dy, static_cast<int>(t), dx,
+                           ctx.lora_weights->grads(layer, which), ctx.stream);
+}
+
+// The gradient of a layer's input norm (or post-attention norm): null unless full mode trains it.
+float* norm_dw(const BlockContext& ctx, int64_t layer, bool post) {
+  if (ctx.full == nullptr) return nullptr;
+  const FullLayerGrads& g = ctx.full->layers[static_cast<size_t>(layer)];
+  return post ? g.post_norm : g.input_norm;
+}
+
 // [T, heads, head_dim] <-> [T, heads, attn_dim] with zeros in the padding.
 void pad_heads(const BlockContext& ctx, const BlockDims& d, const bf16* src, bf16* dst, int heads) {
   const int64_t rows = d.tokens * heads;
@@ -67,6 +112,7 @@ qk::AttentionShape attention_shape(const BlockContext& ctx, const BlockDims& d) 
   s.kv_heads = d.kv_heads;
   s.head_dim = d.attn_dim;
   s.scale = qk::attention_scale(0.0f, d.head_dim);
+  s.window = d.window;
   return s;
 }
 
@@ -81,6 +127,8 @@ BlockDims block_dims(const io::ModelConfig& c, int64_t tokens) {
   d.kv_heads = static_cast<int>(c.num_key_value_heads);
   d.head_dim = static_cast<int>(c.head_dim);
   d.eps = static_cast<float>(c.rms_norm_eps);
+  // Any window of 2^30 or more masks nothing a micro-batch can hold.
+  d.window = static_cast<int>(std::min<int64_t>(attention_window(c), int64_t{1} << 30));
   d.attn_dim = 0;
   for (int s : {64, 80, 96, 128}) {
     if (d.head_dim <= s) {
@@ -160,14 +208,13 @@ void block_forward(const BlockContext& ctx, const BlockDims& d, const DeviceLaye
                    bool compute_h1, BlockActs& a) {
   QK_NVTX_RANGE("block_forward");
   const int64_t t = d.tokens, qkv_cols = d.q_cols() + 2 * d.kv_cols();
-  const int ti = static_cast<int>(t);
   if (compute_h1) {
     QK_NVTX_RANGE("input_norm");
     qk::rmsnorm_forward(x, w.input_norm, a.h1, a.rstd1, t, d.hidden, d.eps, ctx.stream);
   }
   {
     QK_NVTX_RANGE("qkv_proj");
-    qk::lora_linear_forward(ctx.lora, linear_view(ctx, w, layer, kQkv), a.h1, ti, a.qkv, a.xa_qkv, ctx.stream);
+    linear_forward(ctx, w, layer, kQkv, a.h1, t, a.qkv, a.xa_qkv);
   }
   {
     QK_NVTX_RANGE("split_rope");
@@ -191,7 +238,7 @@ void block_forward(const BlockContext& ctx, const BlockDims& d, const DeviceLaye
   }
   {
     QK_NVTX_RANGE("o_proj");
-    qk::lora_linear_forward(ctx.lora, linear_view(ctx, w, layer, kO), a.o, ti, a.attn_out, a.xa_o, ctx.stream);
+    linear_forward(ctx, w, layer, kO, a.o, t, a.attn_out, a.xa_o);
   }
   {
     QK_NVTX_RANGE("post_attention_norm");
@@ -199,7 +246,7 @@ void block_forward(const BlockContext& ctx, const BlockDims& d, const DeviceLaye
   }
   {
     QK_NVTX_RANGE("gate_up_proj");
-    qk::lora_linear_forward(ctx.lora, linear_view(ctx, w, layer, kGateUp), a.h2, ti, a.gu, a.xa_gu, ctx.stream);
+    linear_forward(ctx, w, layer, kGateUp, a.h2, t, a.gu, a.xa_gu);
   }
   {
     QK_NVTX_RANGE("swiglu");
@@ -207,7 +254,7 @@ void block_forward(const BlockContext& ctx, const BlockDims& d, const DeviceLaye
   }
   {
     QK_NVTX_RANGE("down_proj");
-    qk::lora_linear_forward(ctx.lora, linear_view(ctx, w, layer, kDown), a.act, ti, a.m, a.xa_down, ctx.stream);
+    linear_forward(ctx, w, layer, kDown, a.act, t, a.m, a.xa_down);
   }
 }
 
@@ -215,12 +262,9 @@ void block_backward(const BlockContext& ctx, const BlockDims& d, const DeviceLay
                     const BlockActs& a, const BlockGradScratch& s, const bf16* dout, bf16* dx) {
   QK_NVTX_RANGE("block_backward");
   const int64_t t = d.tokens, qkv_cols = d.q_cols() + 2 * d.kv_cols();
-  const int ti = static_cast<int>(t);
-  const DeviceLora& lw = *ctx.lora_weights;
   {
     QK_NVTX_RANGE("down_proj_backward");
-    qk::lora_linear_backward(ctx.lora, linear_view(ctx, w, layer, kDown), a.act, a.xa_down, dout, ti, s.dact,
-                             lw.grads(layer, kDown), ctx.stream);
+    linear_backward(ctx, w, layer, kDown, a.act, a.xa_down, dout, t, s.dact);
   }
   {
     QK_NVTX_RANGE("swiglu_backward");
@@ -229,18 +273,17 @@ void block_backward(const BlockContext& ctx, const BlockDims& d, const DeviceLay
   }
   {
     QK_NVTX_RANGE("gate_up_proj_backward");
-    qk::lora_linear_backward(ctx.lora, linear_view(ctx, w, layer, kGateUp), a.h2, a.xa_gu, s.dgu, ti, s.dh2,
-                             lw.grads(layer, kGateUp), ctx.stream);
+    linear_backward(ctx, w, layer, kGateUp, a.h2, a.xa_gu, s.dgu, t, s.dh2);
   }
   {
     QK_NVTX_RANGE("post_attention_norm_backward");
     // x2 feeds both the norm and the residual: dout arrives through the latter.
-    qk::rmsnorm_backward(s.dh2, a.x2, w.post_norm, a.rstd2, dout, s.dx2, nullptr, nullptr, t, d.hidden, ctx.stream);
+    qk::rmsnorm_backward(s.dh2, a.x2, w.post_norm, a.rstd2, dout, s.dx2, norm_dw(ctx, layer, true),
+                         ctx.norm_workspace, t, d.hidden, ctx.stream);
   }
   {
     QK_NVTX_RANGE("o_proj_backward");
-    qk::lora_linear_backward(ctx.lora, linear_view(ctx, w, layer, kO), a.o, a.xa_o, s.dx2, ti, s.d_o,
-                             lw.grads(layer, kO), ctx.stream);
+    linear_backward(ctx, w, layer, kO, a.o, a.xa_o, s.dx2, t, s.d_o);
   }
   {
     QK_NVTX_RANGE("attention_backward");
@@ -263,12 +306,12 @@ void block_backward(const BlockContext& ctx, const BlockDims& d, const DeviceLay
   }
   {
     QK_NVTX_RANGE("qkv_proj_backward");
-    qk::lora_linear_backward(ctx.lora, linear_view(ctx, w, layer, kQkv), a.h1, a.xa_qkv, s.dqkv, ti, s.dh1,
-                             lw.grads(layer, kQkv), ctx.stream);
+    linear_backward(ctx, w, layer, kQkv, a.h1, a.xa_qkv, s.dqkv, t, s.dh1);
   }
   {
     QK_NVTX_RANGE("input_norm_backward");
-    qk::rmsnorm_backward(s.dh1, x, w.input_norm, a.rstd1, s.dx2, dx, nullptr, nullptr, t, d.hidden, ctx.stream);
+    qk::rmsnorm_backward(s.dh1, x, w.input_norm, a.rstd1, s.dx2, dx, norm_dw(ctx, layer, false), ctx.norm_workspace,
+                         t, d.hidden, ctx.stream);
   }
 }
 

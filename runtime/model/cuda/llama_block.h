@@ -8,6 +8,9 @@
 // returns x2 and m. Head sizes the attention kernel has no tile for (the tiny
 // test models) run through zero-padded copies of q, k, v at the next supported
 // size, with the softmax scale of the true head size.
+// Full fine-tuning (BlockContext::full) runs the four linears as plain ones on
+// the bf16 weights (full_linear.h) and adds every weight's gradient, the norms'
+// included; the linears' inputs it needs (h1, o, h2, act) are BlockActs' own.
 #pragma once
 #if QTRAIN_HAS_CUDA
 #include <cublas_v2.h>
@@ -23,6 +26,7 @@
 #include "runtime/memory/arena.h"
 #include "runtime/model/cuda/device_lora.h"
 #include "runtime/model/cuda/device_weights.h"
+#include "runtime/model/cuda/full_weights.h"
 
 namespace qtrain::model::cuda {
 
@@ -34,6 +38,7 @@ struct BlockDims {
   int heads = 0, kv_heads = 0, head_dim = 0;
   int attn_dim = 0;  // head_dim, or the padded size the attention kernel runs at
   float eps = 0;
+  int window = 0;  // sliding window of the attention (config.sliding_window), 0: none
   int64_t q_cols() const { return int64_t{heads} * head_dim; }
   int64_t kv_cols() const { return int64_t{kv_heads} * head_dim; }
   bool padded() const { return attn_dim != head_dim; }
@@ -56,6 +61,12 @@ struct BlockContext {
   bool adapter_enabled = true;
   float dropout = 0.0f;
   uint64_t dropout_seed = 0;
+  // Full fine-tuning (null in LoRA mode): plain linears on the bf16 weights, every weight's gradient
+  // accumulated into `full`; `ones` is a bf16 [tokens] of 1.0 (the q/k/v bias terms), and
+  // norm_workspace holds qk::rmsnorm_backward_workspace(tokens, hidden) floats (the norms' dw).
+  const FullWeights* full = nullptr;
+  const bf16* ones = nullptr;
+  float* norm_workspace = nullptr;
 };
 
 // Everything the backward of one layer reads (the layer input x is held by the

@@ -70,6 +70,7 @@ struct CudaLlamaModel::Step {
   float* rstd_final = nullptr;
   bool checkpointing = false, offload = false;
   bool has_grad = false;
+  float dscale = 0.0f;  // d(-log p) of each target token
 };
 
 CudaLlamaModel::CudaLlamaModel(BaseWeights base, const CudaModelOptions& opt) : base_(std::move(base)), opt_(opt) {
@@ -128,10 +129,25 @@ void CudaLlamaModel::load_adapter(const std::string& dir) {
 }
 
 void CudaLlamaModel::set_adapter(const PeftAdapter& adapter, const std::string& where) {
+  if (full_) throw_bad_input(where, "a LoRA adapter on a model in full fine-tuning mode (the two are exclusive)");
   step_.reset();
   lora_.reset();
   arena_->release(weights_mark_);
   lora_ = std::make_unique<cuda::DeviceLora>(cuda::upload_lora(base_, adapter, where, *arena_, stream_.get()));
+  step_mark_ = arena_->mark();
+}
+
+void CudaLlamaModel::set_full_finetune(bool on) {
+  if (on == (full_ != nullptr)) return;
+  if (on && lora_)
+    throw_bad_input("adapter: full", "full fine-tuning on a model with a LoRA adapter (the two are exclusive)");
+  if (on && weights_.nf4)
+    throw_bad_input("adapter: full", "full fine-tuning needs a bf16 base; it cannot train an NF4 (4-bit) model");
+  step_.reset();
+  full_.reset();
+  arena_->release(weights_mark_);
+  if (on)
+    full_ = std::make_unique<cuda::FullWeights>(cuda::create_full_weights(base_, weights_, *arena_, stream_.get()));
   step_mark_ = arena_->mark();
 }
 
@@ -148,7 +164,8 @@ void CudaLlamaModel::set_checkpointing(bool on, bool offload) {
 
 ForwardResult CudaLlamaModel::forward(const Batch& batch) {
   QK_NVTX_RANGE("model_forward");
-  if (!lora_) throw_internal("CudaLlamaModel::forward needs an adapter (init_lora or load_adapter)");
+  if (!lora_ && !full_)
+    throw_internal("CudaLlamaModel::forward needs an adapter (init_lora or load_adapter) or full fine-tuning");
   const io::ModelConfig& c = config();
   validate_batch(batch, c.vocab_size);
   release_step();
@@ -176,13 +193,14 @@ ForwardResult CudaLlamaModel::forward(const Batch& batch) {
 
   // Workspaces: the LoRA linears' (the largest of the four), the NF4 fallback's
   // dequantized weight.
-  const float dropout = training_ && adapter_enabled_ ? static_cast<float>(lora_->config.dropout) : 0.0f;
-  const int r = static_cast<int>(lora_->config.r);
+  const float dropout = lora_ && training_ && adapter_enabled_ ? static_cast<float>(lora_->config.dropout) : 0.0f;
+  const int r = lora_ ? static_cast<int>(lora_->config.r) : 0;
   size_t lora_ws = 0, nf4_ws = 0;
   const cuda::DeviceLayer& w0 = weights_.layers[0];
   for (const cuda::DeviceLinear* l : {&w0.qkv, &w0.o, &w0.gate_up, &w0.down}) {
     const int groups = l == &w0.qkv ? 3 : (l == &w0.gate_up ? 2 : 1);
-    lora_ws = std::max(lora_ws, qk::lora_linear_workspace_bytes(static_cast<int>(t), l->in, groups * r, dropout));
+    if (lora_)
+      lora_ws = std::max(lora_ws, qk::lora_linear_workspace_bytes(static_cast<int>(t), l->in, groups * r, dropout));
     if (weights_.nf4 && !qk::nf4_gemm_fused_supported(l->out, l->in, l->nf4.blocksize))
       nf4_ws = std::max(nf4_ws, qk::nf4_gemm_workspace_bytes(l->out, l->in));
   }
@@ -207,6 +225,15 @@ ForwardResult CudaLlamaModel::forward(const Batch& batch) {
   ctx.adapter_enabled = adapter_enabled_;
   ctx.dropout = dropout;
   ctx.dropout_seed = dropout_seed_;
+  std::vector<uint16_t> host_ones;  // alive until the forward's last synchronization
+  if (full_) {
+    ctx.full = full_.get();
+    // The q/k/v bias terms' column of ones (bf16 1.0 is 0x3F80).
+    auto* ones = alloc<bf16>(ar, t, "ones");
+    host_ones.assign(static_cast<size_t>(t), uint16_t{0x3F80});
+    cuda::copy_to_device(ones, host_ones.data(), static_cast<size_t>(t) * 2, st);
+    ctx.ones = ones;
+  }
 
   // Activations: every layer's, or (checkpointing) the inputs and one scratch
   // set.
@@ -217,8 +244,8 @@ ForwardResult CudaLlamaModel::forward(const Batch& batch) {
   s->x_final = alloc<bf16>(ar, t * h, "final residual");
   s->h_final = alloc<bf16>(ar, t * h, "final norm");
   s->rstd_final = alloc<float>(ar, t, "final rstd");
-  const bool grad = adapter_enabled_;  // dropout follows training_; dh is ready
-                                       // for any backward
+  // dropout follows training_; dh is ready for any backward. Full mode always trains.
+  const bool grad = full_ || adapter_enabled_;
   if (grad) s->dh_final = alloc<bf16>(ar, t * h, "d final norm");
   if (s->offload) {
     const size_t need = static_cast<size_t>(layers * t * h) * 2;
@@ -277,7 +304,9 @@ ForwardResult CudaLlamaModel::forward(const Batch& batch) {
     qk::LmHeadShape shape{t, h, c.vocab_size, opt_.lm_head_chunk_tokens};
     void* ws = ar.allocate(qk::lm_head_loss_workspace_bytes(shape), "lm_head workspace");
     auto* logprob = alloc<float>(ar, t, "logprobs");
-    const float dscale = count ? 1.0f / static_cast<float>(count) : 0.0f;
+    const int64_t denom = grad_denominator_ > 0 ? grad_denominator_ : count;
+    const float dscale = denom ? 1.0f / static_cast<float>(denom) : 0.0f;
+    s->dscale = dscale;
     qk::lm_head_loss(blas_.get(), shape, s->h_final, weights_.head, s->labels, dscale, nullptr, logprob,
                      grad ? s->dh_final : nullptr, nullptr, ws, st);
     res.token_logprobs.resize(static_cast<size_t>(t));
@@ -317,12 +346,24 @@ void CudaLlamaModel::backward() {
   rt::DeviceArena& ar = *arena_;
   const int64_t t = s.dims.tokens, h = c.hidden_size, layers = c.num_hidden_layers;
   const size_t mark = ar.mark();
+  if (full_) {
+    QK_NVTX_RANGE("lm_head_weight_backward");
+    // The LM head's dW, here rather than in forward() so that a forward alone leaves the gradients
+    // as they are: the logits again (the same GEMM, so the same dlogits), then dW += dlogits^T h.
+    // First, so that its workspace is free again before the layers' scratch is taken.
+    const qk::LmHeadShape shape{t, h, c.vocab_size, opt_.lm_head_chunk_tokens};
+    void* ws = ar.allocate(qk::lm_head_loss_workspace_bytes(shape), "lm_head workspace");
+    qk::lm_head_loss(blas_.get(), shape, s.h_final, weights_.head, s.labels, s.dscale, nullptr, nullptr, nullptr,
+                     full_->head_grad, ws, st);
+    ar.release(mark);
+  }
   const cuda::BlockGradScratch scratch = cuda::allocate_block_grads(s.dims, ar);
   bf16* dy = alloc<bf16>(ar, t * h, "d residual");
+  if (full_) s.ctx.norm_workspace = alloc<float>(ar, qk::rmsnorm_backward_workspace(t, h), "rmsnorm dw workspace");
   {
     QK_NVTX_RANGE("final_norm_backward");
-    qk::rmsnorm_backward(s.dh_final, s.x_final, weights_.final_norm, s.rstd_final, nullptr, dy, nullptr, nullptr, t, h,
-                         st);
+    qk::rmsnorm_backward(s.dh_final, s.x_final, weights_.final_norm, s.rstd_final, nullptr, dy,
+                         full_ ? full_->final_norm_grad : nullptr, s.ctx.norm_workspace, t, h, st);
   }
   cudaEvent_t done = events_[0], fetched[2] = {events_[1], events_[2]};
   // Offload: layer l's input comes back into staging buffer l % 2 while layer l
@@ -351,14 +392,26 @@ void CudaLlamaModel::backward() {
     }
     cuda::block_backward(s.ctx, s.dims, w, l, x, a, scratch, dy, dy);
   }
+  qk::EmbeddingGradPlan plan;  // alive until the synchronization below
+  if (full_) {
+    QK_NVTX_RANGE("embedding_backward");
+    // dy is now the gradient of the embedding output. Tokens grouped by id on the host, so the
+    // table's gradient is summed in a fixed order.
+    plan = qk::embedding_grad_plan(s.batch.input_ids.data(), t, c.vocab_size);
+    auto* plan_dev = alloc<int32_t>(ar, static_cast<int64_t>(plan.data.size()), "embedding grad plan");
+    cuda::copy_to_device(plan_dev, plan.data.data(), plan.data.size() * 4, st);
+    qk::embedding_backward(dy, plan_dev, t, plan.groups, full_->embed_grad, c.vocab_size, h, st);
+  }
   check_cuda(cudaStreamSynchronize(st), "backward");
   check_cuda(cudaStreamSynchronize(side), "backward");
   ar.release(mark);
   s.has_grad = false;  // one backward per forward
+  s.ctx.norm_workspace = nullptr;  // released with the backward's scratch
 }
 
 void CudaLlamaModel::zero_grad() {
   if (lora_) lora_->zero_grad(stream_.get());
+  if (full_) full_->zero_grad(stream_.get());
 }
 
 std::vector<cuda::DeviceLoraTensor> CudaLlamaModel::lora_tensors() const {
@@ -373,6 +426,43 @@ void CudaLlamaModel::refresh_lora_bf16() {
 std::vector<std::pair<std::string, std::vector<float>>> CudaLlamaModel::lora_grads_host() const {
   std::vector<std::pair<std::string, std::vector<float>>> out;
   for (const cuda::DeviceLoraTensor& tn : lora_tensors()) {
+    std::vector<float> g(tn.numel);
+    cuda::copy_to_host(g.data(), tn.grad, tn.numel * 4, stream_.get());
+    out.emplace_back(tn.name, std::move(g));
+  }
+  return out;
+}
+
+std::vector<cuda::DeviceLoraTensor> CudaLlamaModel::full_tensors() const {
+  if (!full_) return {};
+  return full_->tensors();
+}
+
+void CudaLlamaModel::refresh_full_bf16() {
+  if (full_) full_->refresh_bf16(stream_.get());
+}
+
+std::vector<cuda::HostTensor> CudaLlamaModel::full_weights_host() const {
+  if (!full_) throw_internal("CudaLlamaModel::full_weights_host: not in full fine-tuning mode");
+  return full_->download(stream_.get());
+}
+
+void CudaLlamaModel::save_weights(const std::string& dir) const {
+  cuda::save_hf_model(dir, config(), full_weights_host());
+}
+
+std::vector<cuda::DeviceLoraTensor> CudaLlamaModel::trainable_tensors() const {
+  return full_ ? full_tensors() : lora_tensors();
+}
+
+void CudaLlamaModel::refresh_bf16() {
+  refresh_lora_bf16();
+  refresh_full_bf16();
+}
+
+std::vector<std::pair<std::string, std::vector<float>>> CudaLlamaModel::grads_host() const {
+  std::vector<std::pair<std::string, std::vector<float>>> out;
+  for (const cuda::DeviceLoraTensor& tn : trainable_tensors()) {
     std::vector<float> g(tn.numel);
     cuda::copy_to_host(g.data(), tn.grad, tn.numel * 4, stream_.get());
     out.emplace_back(tn.name, std::move(g));

@@ -3,7 +3,7 @@
 // two can be compared on the same inputs: load, init_lora / load_adapter,
 // forward(batch) -> loss, token log-probs and per-sequence sums, backward() ->
 // fp32 LoRA gradients, set_adapter_enabled, lora_tensors (device pointers
-// here).
+// here). Full fine-tuning (set_full_finetune) trains every weight instead.
 //
 // Memory: everything comes from one DeviceArena (options.arena_bytes, the run's
 // gpu_memory_limit): base weights and the adapter once, then each step's
@@ -29,6 +29,7 @@
 #include "runtime/model/cpu/llama_model.h"
 #include "runtime/model/cuda/device_lora.h"
 #include "runtime/model/cuda/device_weights.h"
+#include "runtime/model/cuda/full_weights.h"
 #include "runtime/model/lora_config.h"
 #include "runtime/model/peft_adapter.h"
 
@@ -69,6 +70,11 @@ class CudaLlamaModel {
   bool adapter_enabled() const { return adapter_enabled_; }
   void set_training(bool on) { training_ = on; }
   void set_dropout_seed(uint64_t seed) { dropout_seed_ = seed; }
+  // The backward of the next forward() seeds d(-log p) = 1 / n on each target token: n = 0 (the
+  // default) is the batch's own target count (the gradient of its mean loss); gradient
+  // accumulation passes the target count of the whole group, so that the summed gradients are
+  // the gradient of the group's mean loss.
+  void set_grad_denominator(int64_t n) { grad_denominator_ = n; }
   // Switchable between steps.
   void set_checkpointing(bool on, bool offload = false);
 
@@ -87,6 +93,30 @@ class CudaLlamaModel {
   // Host copies of every trainable tensor's gradient, by name.
   std::vector<std::pair<std::string, std::vector<float>>> lora_grads_host() const;
 
+  // Full fine-tuning instead of LoRA (CpuLlamaModel's interface): every weight trainable, with fp32
+  // masters (from the loaded fp32 values) and zero fp32 gradients beside the bf16 weights the kernels
+  // read (full_weights.h); backward() then adds the gradient of every weight. On when already on is
+  // a no-op; off frees masters and gradients (the bf16 weights keep their values). BadInput with an
+  // adapter set (LoRA and full fine-tuning are exclusive) or on an NF4 base.
+  void set_full_finetune(bool on);
+  bool full_finetune() const { return full_ != nullptr; }
+  const cuda::FullWeights* full_weights() const { return full_.get(); }
+  // The trainable tensors by HF name ("model.layers.0.self_attn.q_proj.weight"), in the HF layout
+  // order (csrc/io/llama_layout.h): device fp32 masters and gradients, views into one buffer each.
+  std::vector<cuda::DeviceLoraTensor> full_tensors() const;
+  // After an optimizer step on the masters: bf16 weights = cast(masters).
+  void refresh_full_bf16();
+  // Every weight (the fp32 masters) on the host by HF name, in the HF layout order.
+  std::vector<cuda::HostTensor> full_weights_host() const;
+  // The masters as an HF model folder: config.json (torch_dtype "float32") and model.safetensors
+  // (f32), each written to a temporary name and renamed; tokenizer files are the caller's.
+  void save_weights(const std::string& dir) const;
+
+  // Whichever mode is on: LoRA's tensors or every weight; the bf16 refresh; host gradients.
+  std::vector<cuda::DeviceLoraTensor> trainable_tensors() const;
+  void refresh_bf16();
+  std::vector<std::pair<std::string, std::vector<float>>> grads_host() const;
+
  private:
   struct Step;
   void release_step();
@@ -98,12 +128,14 @@ class CudaLlamaModel {
   std::unique_ptr<rt::DeviceArena> arena_;
   cuda::DeviceWeights weights_;
   std::unique_ptr<cuda::DeviceLora> lora_;
+  std::unique_ptr<cuda::FullWeights> full_;
   void* one_ = nullptr;      // device bf16 1.0
   size_t weights_mark_ = 0;  // arena end of the base weights
-  size_t step_mark_ = 0;     // arena end of weights + adapter
+  size_t step_mark_ = 0;     // arena end of weights + adapter (or full fine-tuning's masters)
   bool adapter_enabled_ = true;
   bool training_ = true;
   uint64_t dropout_seed_ = 0;
+  int64_t grad_denominator_ = 0;
   std::unique_ptr<Step> step_;
   void* pinned_ = nullptr;  // offloaded layer inputs
   size_t pinned_bytes_ = 0;

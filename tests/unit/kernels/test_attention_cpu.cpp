@@ -1,11 +1,12 @@
 // The attention CPU twin (the reference the CUDA kernels are compared with): its fp64 forward
 // against a plain softmax written here, a finite-difference check of its fp64 backward (GQA, packed
 // examples, an empty one), the bf16 entry points against fp64, and the decode twin against the
-// forward over the whole sequence.
+// forward over the whole sequence; the same with sliding windows.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "qk/attention.h"
@@ -30,7 +31,8 @@ qk::AttentionShape shape_of(const std::vector<int32_t>& cu, int heads, int kv_he
   return s;
 }
 
-// softmax over the causal row with an explicit max, in fp64: no tiles, no online update.
+// softmax over the causal row (keys i - window < j <= i with a window) with an explicit max, in
+// fp64: no tiles, no online update.
 void plain_forward(const std::vector<double>& q, const std::vector<double>& k, const std::vector<double>& v,
                    std::vector<double>& o, std::vector<double>& lse, const std::vector<int32_t>& cu,
                    const qk::AttentionShape& s) {
@@ -42,7 +44,8 @@ void plain_forward(const std::vector<double>& q, const std::vector<double>& k, c
     for (int h = 0; h < s.heads; ++h)
       for (int32_t i = cu[b]; i < cu[b + 1]; ++i) {
         std::vector<double> sc;
-        for (int32_t j = cu[b]; j <= i; ++j) {
+        const int32_t j0 = s.window > 0 ? std::max(cu[b], i - s.window + 1) : cu[b];
+        for (int32_t j = j0; j <= i; ++j) {
           double dot = 0;
           for (int c = 0; c < d; ++c) dot += q[(i * s.heads + h) * d + c] * k[(j * s.kv_heads + h / group) * d + c];
           sc.push_back(dot * scale);
@@ -51,31 +54,37 @@ void plain_forward(const std::vector<double>& q, const std::vector<double>& k, c
         double sum = 0;
         for (double x : sc) sum += std::exp(x - mx);
         lse[h * s.total_tokens + i] = mx + std::log(sum);
-        for (int32_t j = cu[b]; j <= i; ++j)
+        for (int32_t j = j0; j <= i; ++j)
           for (int c = 0; c < d; ++c)
-            o[(i * s.heads + h) * d + c] +=
-                std::exp(sc[j - cu[b]] - mx) / sum * v[(j * s.kv_heads + h / group) * d + c];
+            o[(i * s.heads + h) * d + c] += std::exp(sc[j - j0] - mx) / sum * v[(j * s.kv_heads + h / group) * d + c];
       }
 }
 
 TEST(AttentionCpu, Fp64ForwardMatchesPlainSoftmax) {
-  // 70 tokens: the twin folds keys in tiles of 64, so the online update is exercised.
+  // 70 tokens: the twin folds keys in tiles of 64, so the online update is exercised. Windows: none,
+  // 1, under a tile (the walk starts at a later tile), not a tile multiple, longer than the examples.
   const std::vector<int32_t> cu = {0, 3, 3, 73, 80};
-  const auto s = shape_of(cu, 4, 2, 16);
-  const auto q = wave(80 * 4 * 16, 0.37, 0.1), k = wave(80 * 2 * 16, 0.71, 0.5), v = wave(80 * 2 * 16, 0.13, 0.9);
-  std::vector<double> o(q.size()), lse(80 * 4), o_ref, lse_ref;
-  qk::cpu::attention_forward(q.data(), k.data(), v.data(), o.data(), lse.data(), cu.data(), s);
-  plain_forward(q, k, v, o_ref, lse_ref, cu, s);
-  for (size_t i = 0; i < o.size(); ++i) ASSERT_NEAR(o[i], o_ref[i], 1e-12) << i;
-  for (size_t i = 0; i < lse.size(); ++i) ASSERT_NEAR(lse[i], lse_ref[i], 1e-12) << i;
+  for (const int window : {0, 1, 5, 66, 100}) {
+    auto s = shape_of(cu, 4, 2, 16);
+    s.window = window;
+    const auto q = wave(80 * 4 * 16, 0.37, 0.1), k = wave(80 * 2 * 16, 0.71, 0.5), v = wave(80 * 2 * 16, 0.13, 0.9);
+    std::vector<double> o(q.size()), lse(80 * 4), o_ref, lse_ref;
+    qk::cpu::attention_forward(q.data(), k.data(), v.data(), o.data(), lse.data(), cu.data(), s);
+    plain_forward(q, k, v, o_ref, lse_ref, cu, s);
+    for (size_t i = 0; i < o.size(); ++i) ASSERT_NEAR(o[i], o_ref[i], 1e-12) << "window " << window << " " << i;
+    for (size_t i = 0; i < lse.size(); ++i) ASSERT_NEAR(lse[i], lse_ref[i], 1e-12) << "window " << window << " " << i;
+  }
 }
 
-TEST(AttentionCpu, Fp64BackwardMatchesFiniteDifferences) {
+class AttentionCpuFd : public ::testing::TestWithParam<int> {};  // the window (0: none)
+
+TEST_P(AttentionCpuFd, Fp64BackwardMatchesFiniteDifferences) {
   // GQA 2, two examples and an empty one; L = sum(c * O), so dO = c.
   const std::vector<int32_t> cu = {0, 3, 3, 8};
   const int heads = 4, kv_heads = 2, d = 6;
   auto s = shape_of(cu, heads, kv_heads, d);
   s.scale = 0.7f;
+  s.window = GetParam();
   const size_t nq = 8 * heads * d, nk = 8 * kv_heads * d;
   const auto q = wave(nq, 0.31, 0.2), k = wave(nk, 0.83, 1.4), v = wave(nk, 0.29, 0.6), c = wave(nq, 0.57, 0.9);
   auto loss = [&](const std::vector<double>& qv, const std::vector<double>& kv, const std::vector<double>& vv) {
@@ -104,6 +113,10 @@ TEST(AttentionCpu, Fp64BackwardMatchesFiniteDifferences) {
     EXPECT_NEAR(dv[i], (loss(q, k, p) - loss(q, k, m)) / (2 * h), 1e-8) << "dv " << i;
   }
 }
+
+// Windows 1 (each query sees itself only) and 2 (shorter than both examples).
+INSTANTIATE_TEST_SUITE_P(Windows, AttentionCpuFd, ::testing::Values(0, 1, 2),
+                         [](const auto& p) { return "window" + std::to_string(p.param); });
 
 double rel_err(const std::vector<uint16_t>& got, const std::vector<double>& want) {
   double num = 0, den = 0;
@@ -150,11 +163,14 @@ TEST(AttentionCpu, Bf16TwinAgreesWithFp64) {
   EXPECT_LT(rel_err(dv16, dv), 4e-3);
 }
 
-TEST(AttentionCpu, DecodeMatchesTheLastRowsOfTheForward) {
+class AttentionCpuDecode : public ::testing::TestWithParam<int> {};  // the window (0: none)
+
+TEST_P(AttentionCpuDecode, MatchesTheLastRowsOfTheForward) {
   const int heads = 2, kv_heads = 1, d = 8;
   const int32_t len = 70, n = 3, capacity = 72;
   const std::vector<int32_t> cu = {0, len};
-  const auto s = shape_of(cu, heads, kv_heads, d);
+  auto s = shape_of(cu, heads, kv_heads, d);
+  s.window = GetParam();
   const auto q = to_bf16(wave(len * heads * d, 0.37, 0.1)), k = to_bf16(wave(len * kv_heads * d, 0.71, 0.5)),
              v = to_bf16(wave(len * kv_heads * d, 0.13, 0.9));
   std::vector<uint16_t> o(q.size());
@@ -170,6 +186,7 @@ TEST(AttentionCpu, DecodeMatchesTheLastRowsOfTheForward) {
   ds.heads = heads;
   ds.kv_heads = kv_heads;
   ds.head_dim = d;
+  ds.window = s.window;
   std::vector<uint16_t> kc(capacity * kv_heads * d, 0x7fc0), vc(kc.size(), 0x7fc0), o_dec(n * heads * d);
   std::copy(k.begin(), k.end(), kc.begin());
   std::copy(v.begin(), v.end(), vc.begin());
@@ -181,6 +198,9 @@ TEST(AttentionCpu, DecodeMatchesTheLastRowsOfTheForward) {
   for (int h = 0; h < heads; ++h)
     for (int i = 0; i < n; ++i) ASSERT_EQ(lse_dec[h * n + i], lse[h * len + len - n + i]);
 }
+
+INSTANTIATE_TEST_SUITE_P(Windows, AttentionCpuDecode, ::testing::Values(0, 4, 66),
+                         [](const auto& p) { return "window" + std::to_string(p.param); });
 
 TEST(AttentionCpu, BadShapesAreErrors) {
   const std::vector<int32_t> cu = {0, 4};

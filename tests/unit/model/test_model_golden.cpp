@@ -1,7 +1,8 @@
 // The CPU model against transformers + peft (tests/reference/model_golden.py): loss, per-token
 // log-probabilities, per-sequence sums and every LoRA gradient on a batch with a right-padded row
 // and a packed row, for a multi-head Llama, a Llama-3 style model (GQA, llama3 RoPE, tied
-// embeddings), a Qwen2 (q/k/v bias, tied embeddings), and the Llama-3 one on an NF4 base.
+// embeddings), a Qwen2 (q/k/v bias, tied embeddings), a Mistral with a sliding window shorter than
+// every example, and the Llama-3 one on an NF4 base.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "csrc/core/error.h"
 #include "csrc/io/safetensors.h"
 #include "runtime/model/cpu/llama_model.h"
 
@@ -131,8 +133,62 @@ TEST_P(ModelGolden, MatchesTransformersAndPeft) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, ModelGolden,
                          ::testing::Values(GoldenCase{"llama_mha"}, GoldenCase{"llama3_gqa"},
-                                           GoldenCase{"qwen2_bias"}, GoldenCase{"llama3_gqa_nf4"}),
+                                           GoldenCase{"qwen2_bias"}, GoldenCase{"mistral_swa"},
+                                           GoldenCase{"llama3_gqa_nf4"}),
                          [](const ::testing::TestParamInfo<GoldenCase>& i) { return i.param.name; });
+
+// The Mistral case's window (5) matters: the same model with sliding_window null gives the loss
+// transformers gives without the window (printed by model_golden.py), which is far from the
+// windowed golden loss.
+// A copy of a golden case's model folder under the test temp dir with config.json edited.
+fs::path edited_model(const std::string& name, const std::string& copy, const nlohmann::json& changes) {
+  const fs::path dir = kGolden / name / "model", base = fs::path(::testing::TempDir()) / copy;
+  fs::remove_all(base);
+  fs::create_directories(base);
+  fs::copy_file(dir / "model.safetensors", base / "model.safetensors");
+  std::ifstream in(dir / "config.json");
+  nlohmann::json config = nlohmann::json::parse(in);
+  config.update(changes);
+  std::ofstream(base / "config.json") << config.dump(2);
+  return base;
+}
+
+TEST(ModelGoldenWindow, MistralWithoutTheWindowGivesTheFullCausalLoss) {
+  const fs::path dir = kGolden / "mistral_swa";
+  const fs::path base = edited_model("mistral_swa", "qtrain_mistral_no_window", {{"sliding_window", nullptr}});
+
+  const Batch batch = read_batch(dir / "batch.safetensors");
+  CpuLlamaModel windowed = CpuLlamaModel::load((dir / "model").string());
+  CpuLlamaModel full = CpuLlamaModel::load(base.string());
+  ASSERT_EQ(windowed.config().sliding_window, 5);
+  ASSERT_FALSE(full.config().sliding_window.has_value());
+  windowed.load_adapter((dir / "adapter").string());
+  full.load_adapter((dir / "adapter").string());
+  windowed.set_training(false);
+  full.set_training(false);
+  const double with_window = windowed.evaluate(batch).loss, without = full.evaluate(batch).loss;
+  const io::SafetensorsFile expected = io::SafetensorsFile::open((dir / "expected.safetensors").string());
+  const double ref = read_tensor<double>(expected, "loss", DType::F64)[0];
+  constexpr double kTransformersWithoutWindow = 5.154401302;  // model_golden.py's printout
+  EXPECT_LE(std::abs(with_window - ref) / ref, 1e-5);
+  EXPECT_LE(std::abs(without - kTransformersWithoutWindow) / kTransformersWithoutWindow, 1e-5) << without;
+  EXPECT_GT(std::abs(without - with_window) / with_window, 1e-2) << without << " vs " << with_window;
+  fs::remove_all(base);
+}
+
+// Qwen2 windows only its layers from max_window_layers on: refused, never run with a wrong mask.
+TEST(ModelGoldenWindow, Qwen2SlidingWindowIsRefused) {
+  const fs::path base =
+      edited_model("qwen2_bias", "qtrain_qwen2_window", {{"use_sliding_window", true}, {"sliding_window", 4}});
+  const Batch batch = read_batch(kGolden / "qwen2_bias" / "batch.safetensors");
+  EXPECT_THROW(
+      {
+        CpuLlamaModel m = CpuLlamaModel::load(base.string());
+        m.evaluate(batch);
+      },
+      Error);
+  fs::remove_all(base);
+}
 
 }  // namespace
 }  // namespace qtrain::model
