@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "csrc/core/error.h"
+#include "qk/nvtx.h"
 #include "runtime/device/device.h"
 #include "runtime/memory/arena.h"
 #include "runtime/memory/plan.h"
@@ -24,6 +25,7 @@
 #if QTRAIN_HAS_CUDA
 #include <cuda_runtime.h>
 
+#include "runtime/bench/device_clock.h"
 #include "runtime/model/cuda/cuda_util.h"
 #include "runtime/model/cuda/llama_model.h"
 #endif
@@ -105,6 +107,32 @@ __attribute__((format(printf, 2, 3))) void append_line(std::string& out, const c
 
 constexpr double kLearningRate = 2e-4;
 
+// Runs `n` more steps with the range profiler on, one profile per step. `step` opens no range of its
+// own: the step range here is the outermost one, so the self shares cover the whole step.
+template <typename Step>
+OpShares profile_steps(int64_t n, qk::prof::Clock* clock, const std::string& clock_name, Step&& step) {
+  struct Off {  // leaves the profiler off, its log empty and no clock of ours behind, however we exit
+    ~Off() {
+      qk::prof::disable();
+      try {
+        (void)qk::prof::take();
+      } catch (const std::exception&) {
+      }
+      qk::prof::set_clock(nullptr);
+    }
+  } off;
+  std::vector<qk::prof::Profile> profiles;
+  qk::prof::enable(clock);
+  for (int64_t s = 0; s < n; ++s) {
+    {
+      QK_NVTX_RANGE("train_step");
+      step();
+    }
+    profiles.push_back(qk::prof::take());
+  }
+  return summarize_op_shares(profiles, clock_name);
+}
+
 void run_cpu(const BenchOptions& opt, const io::ModelConfig& config, BenchResult& r) {
   r.backend = "cpu";
   r.device = "host CPU";
@@ -137,6 +165,14 @@ void run_cpu(const BenchOptions& opt, const io::ModelConfig& config, BenchResult
     if (s >= opt.warmup) timing.add(fwd, bwd, upd, step);
   }
   finish(timing, r);
+  if (opt.op_share_steps > 0)
+    r.op_shares = profile_steps(opt.op_share_steps, nullptr, "host clock; the CPU model's ranges", [&] {
+      (void)m.forward(batch);
+      m.backward();
+      QK_NVTX_RANGE("optimizer_step");
+      optimizer.step(kLearningRate, 1.0);
+      m.zero_grad();
+    });
 }
 
 #if QTRAIN_HAS_CUDA
@@ -181,7 +217,9 @@ void run_cuda(const BenchOptions& opt, const io::ModelConfig& config, const rt::
   mo.device = dev.index;
   std::fprintf(stderr, "bench: building %s from random weights on the host...\n", opt.preset.c_str());
   model::CudaLlamaModel m(model::random_base_weights(config, opt.seed, false), mo);
+  r.arena_weights = m.arena().used();
   m.init_lora(bench_lora(opt.lora_r), opt.seed);
+  r.arena_adapter = m.arena().used() - r.arena_weights;
 
   std::vector<rt::TrainableTensor> tensors;
   for (const auto& t : m.lora_tensors())
@@ -217,6 +255,18 @@ void run_cuda(const BenchOptions& opt, const io::ModelConfig& config, const rt::
   finish(timing, r);
   r.arena_peak = m.arena().peak();
   r.arena_capacity = m.arena().capacity();
+  if (opt.op_share_steps > 0) {
+    std::fprintf(stderr, "bench: %lld profiled steps...\n", static_cast<long long>(opt.op_share_steps));
+    DeviceRangeClock clock(m.stream());
+    r.op_shares = profile_steps(opt.op_share_steps, &clock, "CUDA events on the training stream", [&] {
+      (void)m.forward(batch);
+      m.backward();
+      QK_NVTX_RANGE("optimizer_step");
+      optimizer.step(static_cast<float>(kLearningRate), 1.0f);
+      m.refresh_lora_bf16();
+      m.zero_grad();
+    });
+  }
 }
 #endif
 
@@ -294,6 +344,7 @@ BenchResult run_bench(const BenchOptions& opt) {
   if (opt.steps < 1) throw_bad_input("--steps", "must be at least 1");
   if (opt.warmup < 0) throw_bad_input("--warmup", "must not be negative");
   if (opt.lora_r < 1) throw_bad_input("--lora-r", "must be at least 1");
+  if (opt.op_share_steps < 0) throw_bad_input("--op-shares", "must not be negative");
   if (opt.peak_tflops < 0) throw_bad_input("--peak-tflops", "must not be negative");
   const io::ModelConfig config = rt::model_preset(opt.preset);
 
@@ -307,7 +358,12 @@ BenchResult run_bench(const BenchOptions& opt) {
   plan.sequence_len = opt.seq;
   plan.gradient_checkpointing = opt.checkpointing;
   plan.optimizer = opt.optimizer;
-  r.plan_peak = rt::make_memory_plan(plan).peak;
+  const rt::MemoryPlan mp = rt::make_memory_plan(plan);
+  r.plan_peak = mp.peak;
+  r.plan_weights = mp.bytes_of(rt::kPlanBaseWeights) + mp.bytes_of(rt::kPlanBf16Parts);
+  r.plan_adapter = mp.bytes_of(rt::kPlanLora) + mp.bytes_of(rt::kPlanGrads);
+  r.plan_step = rt::plan_step_bytes(mp);
+  r.plan_optimizer = mp.bytes_of(rt::kPlanOptimizer);
 
   const rt::DeviceInfo dev = rt::query_device(0);
   const bool gpu = dev.available && !dev.emulated && !opt.cpu;
@@ -362,12 +418,23 @@ std::string format_bench(const BenchOptions& opt, const BenchResult& r) {
     append_line(out, "optimizer states: %s (outside the arena)", rt::format_bytes(r.optimizer_bytes).c_str());
     append_line(out, "plan peak: %s; measured (arena + optimizer) %s, %+.1f%% vs plan", rt::format_bytes(r.plan_peak).c_str(),
          rt::format_bytes(measured).c_str(), 100.0 * (static_cast<double>(measured) - plan) / plan);
+    // The plan category by category; cuBLAS's workspace is cuBLAS's own, outside the arena.
+    auto vs = [&out](const char* what, size_t got, size_t want) {
+      append_line(out, "  %s: measured %s, plan %s (%+.1f%%)", what, rt::format_bytes(got).c_str(),
+                  rt::format_bytes(want).c_str(),
+                  want ? 100.0 * (static_cast<double>(got) - static_cast<double>(want)) / static_cast<double>(want) : 0.0);
+    };
+    vs("weights", r.arena_weights, r.plan_weights);
+    vs("adapter + gradients", r.arena_adapter, r.plan_adapter);
+    vs("step (activations + workspaces)", r.arena_peak - r.arena_weights - r.arena_adapter, r.plan_step);
+    vs("optimizer states", r.optimizer_bytes, r.plan_optimizer);
   } else {
     append_line(out, "arena peak: n/a (the CPU model has no device arena)");
     append_line(out, "plan peak: %s (a GPU run with these settings)", rt::format_bytes(r.plan_peak).c_str());
   }
   append_line(out, "host peak rss: %s", rt::format_bytes(r.host_peak_rss).c_str());
-  append_line(out, "per-op share: nsys profile -t cuda,nvtx -o qtrain_bench qtrain bench --preset %s --seq %lld --batch %lld "
+  if (r.op_shares.steps > 0) out += format_op_shares(r.op_shares);
+  append_line(out, "per-op timeline: nsys profile -t cuda,nvtx -o qtrain_bench qtrain bench --preset %s --seq %lld --batch %lld "
        "--steps %lld; then nsys stats -r nvtx_sum qtrain_bench.nsys-rep",
        opt.preset.c_str(), ll(opt.seq), ll(opt.batch), ll(opt.steps));
   return out;

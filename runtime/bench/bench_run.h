@@ -1,7 +1,8 @@
 // The training-step benchmark behind `qtrain bench`: a preset's shape with seeded random weights (no
 // download), a QLoRA adapter on all seven linear kinds, and timed steps (forward, backward, one
 // optimizer update of the LoRA tensors) on a random batch. It measures throughput, model FLOPs
-// utilization and peak device memory next to the memory plan's peak for the same settings, so a
+// utilization and peak device memory next to the memory plan for the same settings (in total and by
+// category), then profiles a few more steps for each range's share of the step (op_shares.h), so a
 // regression in speed or memory shows up as one number moving. The CPU model runs the tiny preset
 // only, to prove the path on machines without a GPU.
 #pragma once
@@ -10,6 +11,7 @@
 #include <string>
 
 #include "csrc/io/hf_config.h"
+#include "runtime/bench/op_shares.h"
 #include "runtime/optim/optimizer.h"
 
 namespace qtrain::bench {
@@ -27,6 +29,7 @@ struct BenchOptions {
   size_t arena_bytes = 0;            // 0: the device's free memory less a margin
   double peak_tflops = 0.0;          // 0: from the device table (bf16 dense), unknown -> no MFU
   uint64_t seed = 0;
+  int64_t op_share_steps = 2;        // profiled steps after the timed ones (0: no per-op table)
 };
 
 // Model FLOPs of one trained token, counted by parameters and attention, not by what the kernels
@@ -67,10 +70,14 @@ struct BenchResult {
   double mfu = 0.0;          // fraction
   size_t arena_peak = 0;     // 0 on the CPU
   size_t arena_capacity = 0;
+  size_t arena_weights = 0;  // arena bytes after the base weights were uploaded
+  size_t arena_adapter = 0;  // arena bytes the adapter added (masters, gradients, bf16 copies)
   size_t optimizer_bytes = 0;  // device optimizer states (outside the arena)
   size_t plan_peak = 0;        // the memory plan of a GPU run with the same settings
   size_t host_peak_rss = 0;
   double first_loss = 0.0, last_loss = 0.0;
+  OpShares op_shares;          // steps 0 when not profiled
+  size_t plan_weights = 0, plan_adapter = 0, plan_step = 0, plan_optimizer = 0;  // the plan by category
 };
 
 // Throws BadInput (exit 2) for sizes < 1, an unknown preset, or a large preset on the CPU.

@@ -82,6 +82,8 @@ MemoryPlan make_memory_plan(const PlanInput& in) {
   if (in.adapter != AdapterKind::Full && in.lora_r < 1)
     throw_bad_input("config", "lora_r must be at least 1", "key 'lora_r'");
   if (in.ce_chunk_tokens < 1) throw_internal("ce_chunk_tokens must be positive");
+  if (!(in.lora_dropout >= 0.0 && in.lora_dropout < 1.0))
+    throw_bad_input("config", "lora_dropout must be in [0, 1)", "key 'lora_dropout'");
   const auto targets = parse_target_modules(in.lora_target_modules);
   const auto layout = io::llama_tensor_layout(in.model);  // validates the config
   const io::ModelConfig& c = in.model;
@@ -93,7 +95,7 @@ MemoryPlan make_memory_plan(const PlanInput& in) {
   const int64_t r = lora ? in.lora_r : 0;
 
   MemoryPlan plan;
-  size_t base = 0, nf4 = 0, constants = 0, bf16_parts = 0, largest_linear = 0;
+  size_t base = 0, nf4 = 0, constants = 0, bf16_parts = 0;
   std::vector<int64_t> trainable;
   for (const auto& t : layout) {
     const int64_t n = io::numel(t.shape);
@@ -108,7 +110,6 @@ MemoryPlan make_memory_plan(const PlanInput& in) {
       bf16_parts += 2 * z(n);  // embeddings, norms, biases, lm_head stay bf16
       continue;
     }
-    largest_linear = std::max(largest_linear, z(n));
     if (in.adapter == AdapterKind::QLoRA) {
       // NF4, blocksize 64: half a byte per weight; double-quantized absmax: one byte per 64-block,
       // one fp32 per 256 of those, and the fp32 offset.
@@ -152,45 +153,98 @@ MemoryPlan make_memory_plan(const PlanInput& in) {
           (optimizer_is_8bit(in.optimizer) ? ": 2 B/param + fp32 absmax per 256 (8 B/param under 4096)" : ": 8 B/param") +
           (optimizer_is_paged(in.optimizer) ? ", paged (counted as resident)" : ""));
 
-  // What one layer's backward reads, saved by its forward (bf16 unless noted): the layer input, the two
-  // RMSNorm outputs and the residual between them (4h); q, k, v after RoPE and the attention output
-  // (2q + 2kv); gate, up and the SwiGLU product (3I); the two RMSNorm rstd (fp32, 2 per token), the
-  // attention log-sum-exp (fp32, one per head and token) and each LoRA linear's X A (r per token).
-  const size_t per_token = 2 * z(4 * h + 2 * q + 2 * kv + 3 * I) + 4 * 2 + 4 * z(heads) +
-                           2 * z(r) * (lora ? targets.size() : 0);
-  const size_t layer_saved = z(T) * per_token;
-  // The final RMSNorm's input and output and its rstd, for the LM head's backward.
-  const size_t final_saved = z(T) * (2 * 2 * z(h) + 4);
+  // The step's tensors, as the CUDA model allocates them from its arena (runtime/model/cuda/), bf16
+  // unless noted. One layer's activation set (llama_block.h BlockActs): h1, x2, h2, the o_proj output
+  // and the MLP output (5h); the fused q|k|v output and q, k after RoPE (2q + 3kv) and v; the attention
+  // output (q); gate|up and the SwiGLU product (3I); each LoRA linear's X A (7r: q/k/v, o, gate/up and
+  // down, every kind whether targeted or not); the two RMSNorm rstd and the attention log-sum-exp per
+  // head (fp32). Head sizes the attention kernel has no tile for run on copies padded to the next of
+  // 64, 80, 96, 128 (pd): q, k, v and the attention output get a padded copy each.
+  int64_t pd = hd;
+  for (int64_t tile : {64, 80, 96, 128}) {
+    if (hd <= tile) {
+      pd = tile;
+      break;
+    }
+  }
+  const bool padded = pd != hd;
+  const int64_t attn_elems = padded ? 2 * heads * pd + 2 * c.num_key_value_heads * pd + q + kv : q + kv;
+  const int64_t r_kinds = lora ? 7 * r : 0;
+  const size_t set_per_token = 2 * z(5 * h + 2 * q + 3 * kv + attn_elems + 3 * I + r_kinds) + 4 * 2 + 4 * z(heads);
+  const size_t layer_set = z(T) * set_per_token;
+  const size_t layer_input = z(T) * 2 * z(h);
+  // Beside the layers: the batch (ids, positions, labels: int32), the final residual, its norm and
+  // the norm's rstd for the LM head's backward.
+  const size_t step_fixed = z(T) * (3 * 4 + 2 * 2 * z(h) + 4);
   size_t kept;
   std::string kept_detail;
   if (!in.gradient_checkpointing) {
-    kept = z(L) * layer_saved + final_saved;
-    kept_detail = std::to_string(L) + " layers x " + std::to_string(per_token) + " B/token (all saved tensors)";
+    kept = z(L) * (layer_input + layer_set) + step_fixed;
+    kept_detail = std::to_string(L) + " layers x " + std::to_string(set_per_token + 2 * z(h)) +
+                  " B/token (every activation)";
   } else if (!in.offload) {
-    kept = z(L) * z(T) * 2 * z(h) + final_saved;
+    kept = z(L) * layer_input + step_fixed;
     kept_detail = std::to_string(L) + " layer inputs [T, h] bf16";
   } else {
-    kept = 2 * z(T) * 2 * z(h) + final_saved;
+    kept = 2 * layer_input + step_fixed;
     kept_detail = "2 layer inputs in flight; the rest in pinned host memory";
   }
-  add(kPlanActivations, kept, kept_detail + ", T = " + std::to_string(T));
-  // The fp32 gradient of the residual stream, plus bf16 gradients of one op's widest outputs
-  // (d gate and d up together, or d q/k/v) and of its input.
-  const size_t act_grads = z(T) * (4 * z(h) + 2 * (2 * z(std::max(I, q + 2 * kv)) + z(h)));
-  add(kPlanActGrads, act_grads, "fp32 d residual + bf16 scratch of the widest op");
-  add(kPlanRecompute, in.gradient_checkpointing ? layer_saved : 0,
-      in.gradient_checkpointing ? "one layer's saved tensors, recomputed in backward" : "none (no checkpointing)");
-  // Flash-style attention: per head and token the fp32 log-sum-exp and delta = rowsum(dO * O); fp32
-  // dK, dV accumulators for the shared KV heads.
-  add(kPlanAttention, z(T) * (8 * z(heads) + 8 * z(kv)), "fp32 lse + delta per head, fp32 dK/dV");
+  add(kPlanActivations, kept, kept_detail + ", final norm and batch, T = " + std::to_string(T));
+  // Live through forward and backward: the gradient of the final norm's output and the LoRA linears'
+  // workspace, sized for the largest of the four fused linears: d XA (r per token and group) and, with
+  // dropout, the dropped-out input (in per token). Backward only: the residual gradient and the
+  // layer's gradient scratch (llama_block.h BlockGradScratch): d SwiGLU and d gate|up (3I), d h2, d x2,
+  // d h1 (3h), d attention output, dq (2q), dk, dv (2kv), d q|k|v (q + 2kv), padded copies when padded.
+  size_t lora_workspace = 0;
+  if (lora) {
+    auto round_up = [](size_t n) { return (n + 255) / 256 * 256; };
+    const int64_t linears[4][2] = {{h, 3 * r}, {q, r}, {h, 2 * r}, {I, r}};  // in, r_total
+    for (const auto& l : linears)
+      lora_workspace = std::max(lora_workspace, (in.lora_dropout > 0 ? round_up(2 * z(T) * z(l[0])) : 0) +
+                                                    round_up(2 * z(T) * z(l[1])));
+  }
+  const size_t grads_live = z(T) * 2 * z(h) + lora_workspace;
+  const int64_t pad_grads = padded ? 2 * heads * pd + 2 * c.num_key_value_heads * pd : 0;
+  const size_t grads_backward = z(T) * 2 * z(h + 3 * I + 3 * h + 3 * q + 4 * kv + pad_grads);
+  add(kPlanActGrads, grads_live + grads_backward,
+      std::string("bf16 d residual + one layer's gradient scratch + LoRA d XA") +
+          (in.lora_dropout > 0 ? " and dropout copy" : ""));
+  add(kPlanRecompute, in.gradient_checkpointing ? layer_set : 0,
+      in.gradient_checkpointing ? "one layer's activation set, recomputed in backward" : "none (no checkpointing)");
+  // Flash-style attention backward: delta = rowsum(dO * O), fp32 per head and token.
+  const size_t attention = z(T) * 4 * z(heads);
+  add(kPlanAttention, attention, "fp32 delta per head (backward)");
   const int64_t chunk = std::min(T, in.ce_chunk_tokens);
-  add(kPlanCrossEntropy, z(chunk) * z(V) * 2 + z(T) * 8,
-      std::to_string(chunk) + " tokens x vocab bf16 logits + fp32 lse/loss per token");
-  add(kPlanCublas, size_t{32} << 20, "32 MiB");
-  add(kPlanDequant, in.adapter == AdapterKind::QLoRA ? 2 * largest_linear : 0,
-      in.adapter == AdapterKind::QLoRA ? "largest linear in bf16" : "none (no NF4 base)");
+  const size_t cross_entropy = z(chunk) * z(V) * 2 + z(T) * 4;
+  add(kPlanCrossEntropy, cross_entropy,
+      std::to_string(chunk) + " tokens x vocab bf16 logits + fp32 log-prob per token (forward)");
+  add(kPlanCublas, size_t{32} << 20, "32 MiB, cuBLAS's own");
+  // The fused NF4 GEMM dequantizes inside its tile loader; only a linear whose sizes are not multiples
+  // of 64 runs the dequantize + cuBLAS fallback, through one bf16 buffer the size of the largest such
+  // fused weight (q|k|v, o, gate|up, down).
+  size_t dequant = 0;
+  if (in.adapter == AdapterKind::QLoRA) {
+    const int64_t fused[4][2] = {{q + 2 * kv, h}, {h, q}, {2 * I, h}, {h, I}};
+    for (const auto& f : fused)
+      if (f[0] % 64 != 0 || f[1] % 64 != 0) dequant = std::max(dequant, 2 * z(f[0]) * z(f[1]));
+  }
+  add(kPlanDequant, dequant,
+      in.adapter != AdapterKind::QLoRA ? "none (no NF4 base)"
+      : dequant > 0                    ? "largest fused linear in bf16 (sizes not multiples of 64)"
+                                       : "none (every linear takes the fused NF4 GEMM)");
+  // The cross-entropy workspace lives in the forward pass only (released before backward), the
+  // backward scratch and the attention delta in the backward pass only: the peak counts the larger.
+  plan.phase_overlap = std::min(cross_entropy, grads_backward + attention);
   for (const auto& i : plan.items) plan.peak += i.bytes;
+  plan.peak -= plan.phase_overlap;
   return plan;
+}
+
+size_t plan_step_bytes(const MemoryPlan& plan) {
+  size_t bytes = 0;
+  for (const char* name : {kPlanActivations, kPlanActGrads, kPlanRecompute, kPlanAttention, kPlanCrossEntropy, kPlanDequant})
+    bytes += plan.bytes_of(name);
+  return bytes - plan.phase_overlap;
 }
 
 std::string format_plan(const MemoryPlan& plan, size_t limit_bytes) {
@@ -203,7 +257,8 @@ std::string format_plan(const MemoryPlan& plan, size_t limit_bytes) {
     out += line;
   }
   std::snprintf(line, sizeof line, "%-24s %12s  %s\n", "peak", format_bytes(plan.peak).c_str(),
-                ("sum of the above; " + std::to_string(plan.trainable_params) + " trainable of " +
+                ("sum of the above less " + format_bytes(plan.phase_overlap) +
+                 " (forward-only and backward-only workspaces never coexist); " + std::to_string(plan.trainable_params) + " trainable of " +
                  std::to_string(plan.base_params) + " parameters")
                     .c_str());
   out += line;

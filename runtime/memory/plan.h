@@ -1,9 +1,11 @@
 // The memory plan: the device bytes a training run needs, by category, computed from the model
 // config and the run settings before anything is allocated. `qtrain plan` prints it, the trainer
 // checks it against gpu_memory_limit before the first step, and the measured arena peak should land
-// within 10% of it. Every formula is stated next to its category in plan.cpp; the categories are
-// all resident at the peak (the backward pass of the first layer), so the peak is their sum. The CUDA
-// context (0.3-0.5 GiB, outside the arena) is not part of the plan.
+// within 10% of it. Every formula is stated next to its category in plan.cpp and follows the CUDA
+// model's allocations (runtime/model/cuda/). The categories are resident at the peak (the backward
+// pass) except the cross-entropy workspace, which lives in the forward pass only: the peak is the sum
+// less the smaller of that and the backward-only workspaces. The CUDA context (0.3-0.5 GiB, outside
+// the arena) is not part of the plan.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -37,6 +39,7 @@ struct PlanInput {
   bool offload = false;  // checkpointed layer inputs go to pinned host memory
   OptimizerKind optimizer = OptimizerKind::PagedAdamW8bit;
   int64_t ce_chunk_tokens = 1024;  // tokens per chunk of the chunked cross-entropy
+  double lora_dropout = 0.0;       // > 0: the LoRA linears keep a dropped-out copy of their input
 };
 
 struct PlanItem {
@@ -47,7 +50,8 @@ struct PlanItem {
 
 struct MemoryPlan {
   std::vector<PlanItem> items;  // in the order of plan.cpp's categories
-  size_t peak = 0;              // sum of the items
+  size_t peak = 0;              // sum of the items less phase_overlap
+  size_t phase_overlap = 0;     // the smaller of the forward-only and backward-only workspaces
   int64_t trainable_params = 0;
   int64_t base_params = 0;      // parameters of the model itself
   size_t bytes_of(const std::string& name) const;  // 0 when absent
@@ -69,6 +73,11 @@ inline constexpr const char* kPlanDequant = "dequantization buffer";
 
 // Throws BadInput on inconsistent input (sizes < 1, a model config that does not lay out).
 MemoryPlan make_memory_plan(const PlanInput& in);
+
+// The part of the plan a training step adds to the device arena above the weights and the adapter:
+// activations, their gradients, and the recompute, attention, cross-entropy and dequantization
+// workspaces (the cuBLAS workspace is cuBLAS's own, and the optimizer states live outside the arena).
+size_t plan_step_bytes(const MemoryPlan& plan);
 
 // The plan as a table (one line per category, then the peak and, when limit > 0, the limit).
 std::string format_plan(const MemoryPlan& plan, size_t limit_bytes);

@@ -1,6 +1,7 @@
-// `qtrain bench`: training-step throughput, MFU and peak memory of a preset model shape with random
-// weights (runtime/bench/bench_run.h), so speed and memory can be checked without downloading a
-// model. On a machine without a GPU (or with --cpu) it runs the tiny preset on the CPU model.
+// `qtrain bench`: training-step throughput, MFU, peak memory against the plan and each op's share of
+// the step, for a preset model shape with random weights (runtime/bench/bench_run.h), so speed and
+// memory can be checked without downloading a model. On a machine without a GPU (or with --cpu) it
+// runs the tiny preset on the CPU model.
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -33,6 +34,9 @@ Command add_bench(CLI::App& root) {
       ->capture_default_str();
   app->add_option("--gpu-memory-limit", a->arena, "Arena size, like 24GiB (default: free memory less 2 GiB)");
   app->add_option("--peak-tflops", a->opt.peak_tflops, "Peak TFLOP/s for the MFU (default: the device's bf16 peak)");
+  app->add_option("--op-shares", a->opt.op_share_steps,
+                  "Extra steps after the timed ones, profiled for each range's share of the step (0: none)")
+      ->capture_default_str();
   app->add_option("--seed", a->opt.seed, "Seed of the weights, adapter and batch")->capture_default_str();
 
   return {app, [a]() {
