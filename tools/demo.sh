@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: set-up and build, make a tiny random Llama model with its own tokenizer, write a small
-# synthetic instruction dataset, fine-tune it with QLoRA on the CPU (about a minute on 2 cores), and
-# compare what the base model and the tuned one answer to held-out questions (greedy decoding).
+# synthetic instruction dataset, fine-tune it with QLoRA (on the GPU when there is one, else on the
+# CPU: about a minute on 2 cores), and compare what the base model and the tuned one answer to
+# held-out questions (greedy decoding).
 # The base is random, so it starts from nothing: the loss falls from ln(vocab) toward the answers'
 # patterns, and the tuned model picks up their shape ("3 plus 4 is ...").
 set -euo pipefail

@@ -374,6 +374,8 @@ const std::vector<KeyDef>& key_table() {
     k.push_back(plain_key("output_dir", &RunConfig::output_dir, "Where the adapter, checkpoints and metrics go"));
     k.push_back(plain_key("resume_from_checkpoint", &RunConfig::resume_from_checkpoint, "Checkpoint folder to resume"));
     k.push_back(plain_key("seed", &RunConfig::seed, "Seed of shuffling, splitting, dropout and LoRA init"));
+    k.push_back(enum_key("device", &RunConfig::device, {"auto", "cuda", "cpu"},
+                         "Where to train: auto (the GPU when there is one, else the CPU), cuda, or cpu", {{"gpu", "cuda"}}));
     {
       KeyDef g{"gpu_memory_limit", "size, optional", "Cap on device memory: 20GiB, 512MiB, or a number of GiB",
                {}, {}};

@@ -93,6 +93,7 @@ struct RunConfig {
   int64_t seed = 42;
 
   // Hardware.
+  std::string device = "auto";   // auto (the GPU when there is one) | cuda | cpu
   std::string gpu_memory_limit;  // as written: "20GiB", "512MiB", or a number of GiB
   uint64_t gpu_memory_limit_bytes = 0;  // 0: no cap
   std::string bf16 = "auto";  // true | false | auto

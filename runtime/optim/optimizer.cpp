@@ -215,7 +215,19 @@ std::string Optimizer::describe() const {
          format_bytes(state_bytes_) + " of state in " + where;
 }
 
-StepInfo Optimizer::step(float lr, float grad_scale) {
+StepInfo Optimizer::step(float lr, float grad_scale) { return step_with_norm(lr, grad_scale, grad_norm()); }
+
+float Optimizer::grad_norm() {
+  float norm = 0.0f;
+  float* norm_out = impl_->norm_work + impl_->norm_chunks;
+  qk::global_l2_norm(impl_->norm_table, static_cast<int>(tensors_.size()), impl_->norm_chunks, impl_->norm_work,
+                     norm_out, stream_);
+  QK_CUDA_CHECK(cudaMemcpyAsync(&norm, norm_out, sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  QK_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return norm;
+}
+
+StepInfo Optimizer::step_with_norm(float lr, float grad_scale, float raw_norm) {
   StepInfo info;
   if (prefetch_ && impl_->states_alloc > 0) {
 #if CUDART_VERSION >= 13000
@@ -227,14 +239,8 @@ StepInfo Optimizer::step(float lr, float grad_scale) {
     QK_CUDA_CHECK(cudaMemPrefetchAsync(impl_->states, impl_->states_alloc, device_, stream_));
 #endif
   }
-  float norm = 0.0f;
-  float* norm_out = impl_->norm_work + impl_->norm_chunks;
-  qk::global_l2_norm(impl_->norm_table, static_cast<int>(tensors_.size()), impl_->norm_chunks, impl_->norm_work,
-                     norm_out, stream_);
-  QK_CUDA_CHECK(cudaMemcpyAsync(&norm, norm_out, sizeof(float), cudaMemcpyDeviceToHost, stream_));
-  QK_CUDA_CHECK(cudaStreamSynchronize(stream_));
   // The norm is of the raw gradients; scaling them scales it. Clipping as torch's clip_grad_norm_.
-  info.grad_norm = norm * grad_scale;
+  info.grad_norm = raw_norm * grad_scale;
   if (config_.max_grad_norm > 0.0f) {
     const double f = static_cast<double>(config_.max_grad_norm) / (static_cast<double>(info.grad_norm) + 1e-6);
     info.clip_factor = static_cast<float>(std::min(1.0, f));

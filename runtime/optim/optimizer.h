@@ -74,6 +74,11 @@ class Optimizer {
   // One update with learning rate lr; grad_scale multiplies every gradient (1 / micro-steps for
   // accumulated gradients). Blocks once, for the gradient norm.
   StepInfo step(float lr, float grad_scale = 1.0f);
+  // step() in two halves, for a trainer that checks the norm before updating (a non-finite norm
+  // skips the step): the global L2 norm of the raw gradients (blocks once), then the update with
+  // that norm deciding the clip factor.
+  float grad_norm();
+  StepInfo step_with_norm(float lr, float grad_scale, float raw_norm);
 
   int64_t step_count() const { return step_; }
   const OptimizerConfig& config() const { return config_; }

@@ -2,6 +2,7 @@
 #include "runtime/train/run_setup.h"
 
 #include <cmath>
+#include <filesystem>
 
 #include "csrc/core/error.h"
 #include "runtime/optim/schedule.h"
@@ -10,9 +11,6 @@
 namespace qtrain::train {
 
 void check_sft_supported(const config::RunConfig& cfg) {
-  if (cfg.adapter == "full")
-    throw_bad_input(cfg.source, "adapter: full (full fine-tuning) is not supported on the CPU backend yet",
-                    "key adapter");
   if (!cfg.rl.empty())
     throw_bad_input(cfg.source, "rl: " + cfg.rl + " is preference training; `qtrain train` runs SFT only for now",
                     "key rl");
@@ -29,11 +27,23 @@ model::LoraConfig lora_config_for_run(const config::RunConfig& cfg) {
   return l;
 }
 
-model::CpuLlamaModel load_model_for_run(const config::RunConfig& cfg) {
+model::CpuLlamaModel load_model_for_run(const config::RunConfig& cfg, const std::string& model_dir) {
   check_sft_supported(cfg);
   model::LoadOptions opt;
   opt.quantize_nf4 = cfg.adapter == "qlora";
-  return model::CpuLlamaModel::load(cfg.base_model, opt);
+  return model::CpuLlamaModel::load(model_dir.empty() ? cfg.base_model : model_dir, opt);
+}
+
+void copy_tokenizer_files(const std::string& base_model, const std::string& dir) {
+  namespace fs = std::filesystem;
+  for (const char* name : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json",
+                           "generation_config.json"}) {
+    const fs::path from = fs::path(base_model) / name;
+    if (!fs::exists(from)) continue;
+    std::error_code ec;
+    fs::copy_file(from, fs::path(dir) / name, fs::copy_options::overwrite_existing, ec);
+    if (ec) throw_bad_input((fs::path(dir) / name).string(), "cannot copy the tokenizer file: " + ec.message());
+  }
 }
 
 data::BatchOptions batch_options_for_run(const config::RunConfig& cfg, int32_t pad_id, bool shuffle) {
@@ -56,6 +66,11 @@ double step_learning_rate(const config::RunConfig& cfg, int64_t steps_done, int6
 
 EvalRecord evaluate_examples(const model::CpuLlamaModel& m, const std::vector<data::Example>& examples,
                              const data::BatchOptions& opt, int64_t step) {
+  return evaluate_examples([&m](const model::Batch& b) { return m.evaluate(b); }, examples, opt, step);
+}
+
+EvalRecord evaluate_examples(const std::function<model::ForwardResult(const model::Batch&)>& forward,
+                             const std::vector<data::Example>& examples, const data::BatchOptions& opt, int64_t step) {
   EvalRecord r;
   r.step = step;
   if (examples.empty()) return r;
@@ -64,7 +79,7 @@ EvalRecord evaluate_examples(const model::CpuLlamaModel& m, const std::vector<da
   data::BatchIterator it(examples, o);
   double sum = 0.0;
   for (int64_t i = 0; i < it.batches_per_epoch(); ++i) {
-    const model::ForwardResult f = m.evaluate(to_model_batch(it.next()));
+    const model::ForwardResult f = forward(to_model_batch(it.next()));
     sum += f.loss * static_cast<double>(f.label_tokens);
     r.tokens += f.label_tokens;
   }

@@ -7,7 +7,6 @@
 
 #include "csrc/core/error.h"
 #include "csrc/data/sft_dataset.h"
-#include "qk/grad_norm.h"
 #include "runtime/optim/schedule.h"
 #include "runtime/train/accumulate.h"
 #include "runtime/train/batch_convert.h"
@@ -15,6 +14,7 @@
 #include "runtime/train/host_optimizer.h"
 #include "runtime/train/run_setup.h"
 #include "runtime/train/stop_signal.h"
+#include "runtime/train/train_backend.h"
 
 namespace qtrain::train {
 namespace fs = std::filesystem;
@@ -23,13 +23,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-double global_grad_norm(std::vector<model::LoraTensorRef>& tensors) {
-  std::vector<qk::NormTensor> t;
-  for (const auto& x : tensors) t.push_back({x.grad.data(), static_cast<int64_t>(x.grad.size()), 0});
-  qk::norm_plan_chunks(t.data(), static_cast<int>(t.size()));
-  return qk::cpu::global_l2_norm(t.data(), static_cast<int>(t.size()));
-}
 
 struct Resume {
   std::string dir;
@@ -71,27 +64,30 @@ TrainResult run_sft(const config::RunConfig& cfg, const TrainOptions& opt) {
   config::check_total_steps(cfg, total);
   const int64_t warmup = config::resolved_warmup_steps(cfg, total);
   (void)rt::parse_lr_schedule(cfg.lr_scheduler);  // a bad name fails before the model loads
-  const OptimizerKind kind = parse_optimizer_kind(cfg.optimizer, cfg.source);
+  (void)parse_optimizer_kind(cfg.optimizer, cfg.source);
   const int64_t accum = cfg.gradient_accumulation_steps;
 
   // Model, adapter, optimizer; a checkpoint replaces the fresh ones.
   const std::optional<Resume> resume = find_resume(cfg, opt, log);
-  model::CpuLlamaModel m = load_model_for_run(cfg);
-  if (resume)
+  const bool full = cfg.adapter == "full";
+  // Full fine-tuning checkpoints hold the whole model: a resumed run loads its weights from there.
+  const std::unique_ptr<TrainBackend> backend = make_train_backend(cfg, log, full && resume ? resume->dir : "");
+  TrainBackend& m = *backend;
+  if (full)
+    m.enable_full_finetune();
+  else if (resume)
     m.load_adapter(resume->dir);
   else if (!cfg.lora_model_dir.empty())
     m.load_adapter(cfg.lora_model_dir);
   else
     m.init_lora(lora_config_for_run(cfg), static_cast<uint64_t>(cfg.seed));
-  std::vector<model::LoraTensorRef> tensors = m.lora_tensors();
-  int64_t trainable = 0;
-  for (const auto& t : tensors) trainable += static_cast<int64_t>(t.value.size());
-  HostOptimizer optimizer(kind, {cfg.adam_beta1, cfg.adam_beta2, cfg.adam_epsilon, cfg.weight_decay}, tensors);
+  m.make_optimizer(cfg);
+  const int64_t trainable = m.trainable_parameters();
   TrainerState state;
   state.total_steps = total;
   state.seed = static_cast<uint64_t>(cfg.seed);
   if (resume) {
-    optimizer.load((fs::path(resume->dir) / "optimizer.safetensors").string());
+    m.load_optimizer((fs::path(resume->dir) / "optimizer.safetensors").string());
     const TrainerState saved = resume->state;
     if (saved.seed != state.seed)
       throw_bad_input(resume->dir, "checkpoint was trained with seed " + std::to_string(saved.seed) +
@@ -115,18 +111,19 @@ TrainResult run_sft(const config::RunConfig& cfg, const TrainOptions& opt) {
   metrics.open((fs::path(cfg.output_dir) / "metrics.jsonl").string(), resume ? state.global_step : -1, history, evals);
 
   const io::ModelConfig& mc = m.config();
-  std::fprintf(log, "model %s: %lld layers, hidden %lld, vocab %lld; %s base; LoRA r %lld on %zu tensors, %lld "
-               "trainable parameters\n",
+  const std::string what = full ? std::string("full fine-tuning")
+                                : "LoRA r " + std::to_string(m.lora_config().r);
+  std::fprintf(log, "model %s: %lld layers, hidden %lld, vocab %lld; %s on %zu tensors, %lld trainable parameters\n",
                cfg.base_model.c_str(), static_cast<long long>(mc.num_hidden_layers),
-               static_cast<long long>(mc.hidden_size), static_cast<long long>(mc.vocab_size),
-               cfg.adapter == "qlora" ? "NF4" : "fp32", static_cast<long long>(m.lora_config().r), tensors.size(),
-               static_cast<long long>(trainable));
+               static_cast<long long>(mc.hidden_size), static_cast<long long>(mc.vocab_size), what.c_str(),
+               m.trainable_tensors(), static_cast<long long>(trainable));
+  std::fprintf(log, "device: %s\n", m.describe().c_str());
   std::fprintf(log, "data: %zu train, %zu eval examples; %lld micro-batches of %lld per epoch, %lld per step; "
                "%lld steps (%lld warmup), %s lr %g, %s\n",
                d.train.size(), d.val.size(), static_cast<long long>(it.batches_per_epoch()),
                static_cast<long long>(cfg.micro_batch_size), static_cast<long long>(accum),
                static_cast<long long>(total), static_cast<long long>(warmup), cfg.lr_scheduler.c_str(),
-               cfg.learning_rate, optimizer_kind_name(kind));
+               cfg.learning_rate, m.optimizer_description().c_str());
   if (resume)
     std::fprintf(log, "resuming from %s at step %lld\n", resume->dir.c_str(),
                  static_cast<long long>(state.global_step));
@@ -138,7 +135,7 @@ TrainResult run_sft(const config::RunConfig& cfg, const TrainOptions& opt) {
   result.resumed_from = resume ? state.global_step : -1;
   const data::BatchOptions eval_opt = batch_options_for_run(cfg, tok.pad_id(), false);
   auto run_eval = [&](int64_t step) {
-    const EvalRecord r = evaluate_examples(m, d.val, eval_opt, step);
+    const EvalRecord r = evaluate_examples([&m](const model::Batch& b) { return m.evaluate(b); }, d.val, eval_opt, step);
     metrics.write(eval_json(r));
     evals.push_back(r);
     if (!result.first_eval) result.first_eval = r;
@@ -150,8 +147,8 @@ TrainResult run_sft(const config::RunConfig& cfg, const TrainOptions& opt) {
     state.data_position = it.position();
     const int64_t keep = cfg.save_total_limit.value_or(0);
     result.last_checkpoint = save_checkpoint(cfg.output_dir, step, [&](const std::string& dir) {
-      m.save_adapter(dir, cfg.base_model);
-      optimizer.save((fs::path(dir) / "optimizer.safetensors").string());
+      m.save_trained(dir, cfg.base_model);
+      m.save_optimizer((fs::path(dir) / "optimizer.safetensors").string());
       write_text_file((fs::path(dir) / "trainer_state.json").string(), trainer_state_json(state));
     }, keep);
   };
@@ -174,11 +171,9 @@ TrainResult run_sft(const config::RunConfig& cfg, const TrainOptions& opt) {
       for (int32_t len : b.lengths) tokens += len;
       group.push_back(to_model_batch(b));
     }
-    m.set_training(true);
-    m.zero_grad();
-    const GroupResult g = forward_backward_group(m, group, state.seed, state.micro_step);
+    const GroupResult g = m.forward_backward(group, state.seed, state.micro_step);
     const double loss = g.loss;
-    const double norm = global_grad_norm(tensors);
+    const double norm = m.grad_norm();
     const double lr = step_learning_rate(cfg, state.global_step, total);
     ++state.global_step;
     StepRecord r;
@@ -196,7 +191,7 @@ TrainResult run_sft(const config::RunConfig& cfg, const TrainOptions& opt) {
     } else {
       state.nonfinite_in_a_row = 0;
       const double scale = cfg.max_grad_norm > 0 && norm > cfg.max_grad_norm ? cfg.max_grad_norm / (norm + 1e-6) : 1.0;
-      optimizer.step(lr, scale);
+      m.update(lr, scale);
       if (!have_first_loss) result.first_loss = loss;
       have_first_loss = true;
       result.last_loss = loss;
@@ -206,7 +201,7 @@ TrainResult run_sft(const config::RunConfig& cfg, const TrainOptions& opt) {
     const double step_s = seconds_since(t_step), run_s = seconds_since(t_start);
     state.elapsed_s = elapsed_before + run_s;
     r.tokens_per_s = step_s > 0 ? static_cast<double>(tokens) / step_s : 0.0;
-    r.memory_bytes = host_rss_bytes();
+    r.memory_bytes = m.memory_bytes();
     r.elapsed_s = state.elapsed_s;
     r.remaining_s = run_s / static_cast<double>(state.global_step - first_step) *
                     static_cast<double>(total - state.global_step);
@@ -245,7 +240,8 @@ TrainResult run_sft(const config::RunConfig& cfg, const TrainOptions& opt) {
 
   if (!result.stopped_early) {
     if (has_eval && last_eval != state.global_step) run_eval(state.global_step);
-    m.save_adapter(cfg.output_dir, cfg.base_model);
+    m.save_trained(cfg.output_dir, cfg.base_model);
+    if (full) copy_tokenizer_files(cfg.base_model, cfg.output_dir);
   }
   write_loss_curve((fs::path(cfg.output_dir) / "loss_curve.svg").string(), history, evals);
 
@@ -261,8 +257,9 @@ TrainResult run_sft(const config::RunConfig& cfg, const TrainOptions& opt) {
     if (!evals.empty())
       std::fprintf(log, "; eval loss %.4f -> %.4f (perplexity %.2f -> %.2f)", evals.front().loss, evals.back().loss,
                    evals.front().perplexity, evals.back().perplexity);
-    std::fprintf(log, "\nadapter: %s/adapter_model.safetensors; metrics: %s/metrics.jsonl; curve: %s/loss_curve.svg\n",
-                 cfg.output_dir.c_str(), cfg.output_dir.c_str(), cfg.output_dir.c_str());
+    std::fprintf(log, "\n%s: %s/%s; metrics: %s/metrics.jsonl; curve: %s/loss_curve.svg\n", full ? "model" : "adapter",
+                 cfg.output_dir.c_str(), full ? "model.safetensors" : "adapter_model.safetensors",
+                 cfg.output_dir.c_str(), cfg.output_dir.c_str());
   }
   std::fflush(log);
   return result;

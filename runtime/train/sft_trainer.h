@@ -1,4 +1,5 @@
-// Supervised fine-tuning on the CPU backend: the loop of `qtrain train`.
+// Supervised fine-tuning: the loop of `qtrain train`, the same on both backends (train_backend.h:
+// the CPU's fp32 model, or a GPU's bf16 model with the device optimizer; the run's `device` key).
 //
 // One optimizer step takes gradient_accumulation_steps micro-batches from the shuffled, resumable
 // data iterator. The loss of the step is the mean of -log p over ALL target tokens of those
@@ -7,12 +8,14 @@
 // exactly the gradient of that mean, and 2 micro-batches of 1 row equal 1 micro-batch of 2 rows.
 // Then the gradient's global L2 norm is taken and, above max_grad_norm, folded into the update as
 // a scale (PyTorch's clip_grad_norm_: max / (norm + 1e-6)); the learning rate follows the schedule
-// with warmup; the host AdamW (32- or 8-bit states) updates the LoRA tensors.
+// with warmup; AdamW (32- or 8-bit states, paged on a GPU when the name says so) updates the LoRA
+// tensors.
 //
 // Determinism: the data order depends on (seed, epoch), LoRA dropout masks on (seed, micro-batch
 // number), the initial adapter on the seed; nothing else is random. A checkpoint holds the adapter
 // (fp32, exact), the optimizer state, the step and micro-batch counters and the data position, so
-// a resumed run reproduces the losses of an uninterrupted one bit for bit.
+// a resumed run reproduces the losses of an uninterrupted one bit for bit (on the CPU backend; on a
+// GPU up to the order of floating-point sums in cuBLAS).
 //
 // A step whose loss or gradient norm is not finite is skipped (no update, a warning); 5 in a row
 // stop the run with a BadInput error.

@@ -7,7 +7,10 @@
 #  - the saved adapter loads back (`qtrain eval --adapter`) and gives the run's final eval loss;
 #  - a run stopped at step 10 and resumed with --resume logs bit for bit the losses, lr and grad norms
 #    of the uninterrupted run (with LoRA dropout and gradient accumulation on);
-#  - SIGINT checkpoints and exits 130; bad config, bad dataset and adapter: full exit 2 with a message.
+#  - SIGINT checkpoints and exits 130; bad config and bad dataset exit 2 with a message;
+#  - full fine-tuning (adapter: full) lowers the eval loss and writes a model folder (weights, config,
+#    tokenizer) that `qtrain eval` loads as a base model with the run's final eval loss; a stopped and
+#    resumed full run ends with the same numbers and the same weights, byte for byte.
 # Usage: train.sh <qtrain binary> <scratch dir>
 set -euo pipefail
 qtrain=$1
@@ -111,6 +114,28 @@ expect_2 "learnig_rate" train typo.yaml
 { for _ in $(seq 12); do echo '{"instruction": 1}'; done; head -20 data.jsonl; } >bad.jsonl
 expect_2 "bad.jsonl:1:" train run.yaml --set 'datasets=[{path: bad.jsonl, type: alpaca}]' --set output_dir=bad
 expect_2 "missing.jsonl" train run.yaml --set 'datasets=[{path: missing.jsonl, type: alpaca}]' --set output_dir=bad
-expect_2 "not supported on the CPU backend" train run.yaml --set adapter=full --set output_dir=bad
 expect_2 "max_steps" train run.yaml --set max_steps=-1
+
+# 6. Full fine-tuning.
+ft() { "$qtrain" train run.yaml --set adapter=full --set optimizer=adamw --set learning_rate=0.001 --set max_steps=8 \
+  --set eval_steps=8 --set save_steps=4 --set lora_dropout=0 "$@"; }
+ft --set output_dir=ft >ft.log 2>&1 || { cat ft.log; fail "full fine-tuning exited $?"; }
+grep -q 'full fine-tuning on' ft.log || fail "the log does not say full fine-tuning"
+for f in model.safetensors config.json tokenizer.model tokenizer_config.json metrics.jsonl; do
+  [[ -s ft/$f ]] || fail "ft/$f not written"
+done
+[[ ! -e ft/adapter_model.safetensors ]] || fail "full fine-tuning wrote an adapter"
+first=$(eval_loss ft/metrics.jsonl 1)
+last=$(eval_loss ft/metrics.jsonl '$')
+echo "full fine-tuning eval loss: $first -> $last"
+awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.95 * a) }' || fail "full: eval loss $first -> $last: not below 0.95x"
+out=$("$qtrain" eval run.yaml --set base_model=ft --set adapter=full)
+got=$(sed -n 's/.*loss \([0-9.]*\) .*/\1/p' <<<"$out")
+want=$(awk -v x="$last" 'BEGIN { printf "%.6f", x }')
+[[ "$got" == "$want" ]] || fail "eval of the saved model gives $got, the run logged $want"
+ft --set output_dir=ft_resumed --stop-at-step 4 >ft_stop.log 2>&1 || { cat ft_stop.log; fail "full stop run"; }
+[[ -s ft_resumed/checkpoint-4/model.safetensors ]] || fail "a full fine-tuning checkpoint lacks the weights"
+ft --set output_dir=ft_resumed --resume >ft_resume.log 2>&1 || { cat ft_resume.log; fail "full resume run"; }
+cmp <(numbers ft/metrics.jsonl) <(numbers ft_resumed/metrics.jsonl) || fail "resumed full run differs"
+cmp ft/model.safetensors ft_resumed/model.safetensors || fail "resumed full run's weights differ"
 echo "train: ok"

@@ -1,6 +1,7 @@
-// `qtrain train <run.yaml> [--set key=value]... [--resume]`: supervised fine-tuning (LoRA / QLoRA)
-// on the CPU backend, writing the adapter, metrics.jsonl, loss_curve.svg and checkpoints to
-// output_dir. SIGINT / SIGTERM checkpoint at the next step boundary and exit with 130 / 143
+// `qtrain train <run.yaml> [--set key=value]... [--resume]`: supervised fine-tuning (QLoRA, LoRA or
+// full) on the GPU when there is one, else on the CPU (the run's `device` key), writing the adapter
+// (or the model folder), metrics.jsonl, loss_curve.svg and checkpoints to output_dir.
+// SIGINT / SIGTERM checkpoint at the next step boundary and exit with 130 / 143
 // (128 + the signal number); --resume then continues exactly.
 #include <cstdio>
 #include <memory>
@@ -23,7 +24,7 @@ Command add_train(CLI::App& root) {
     int64_t stop_at_step = 0;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* app = root.add_subcommand("train", "Fine-tune with LoRA / QLoRA (SFT) as a run file says");
+  CLI::App* app = root.add_subcommand("train", "Fine-tune (SFT: QLoRA, LoRA or full) as a run file says");
   app->add_option("run_file", a->file, "The YAML run file (axolotl key names)")->required();
   app->add_option("--set", a->overrides, "Override a key: --set key=value (value read as YAML; repeatable)")
       ->allow_extra_args(false)

@@ -74,6 +74,7 @@ logging_steps: 5
 output_dir: out/run1
 resume_from_checkpoint: out/run1/checkpoint-100
 seed: 7
+device: cuda
 gpu_memory_limit: 20GiB
 bf16: true
 fp16: false
@@ -164,6 +165,7 @@ TEST(RunConfig, EveryKeyParses) {
   EXPECT_EQ(c.output_dir, "out/run1");
   EXPECT_EQ(c.resume_from_checkpoint, "out/run1/checkpoint-100");
   EXPECT_EQ(c.seed, 7);
+  EXPECT_EQ(c.device, "cuda");
   EXPECT_EQ(c.gpu_memory_limit_bytes, 20ull << 30);
   EXPECT_EQ(c.bf16, "true");
   EXPECT_TRUE(c.tf32);
