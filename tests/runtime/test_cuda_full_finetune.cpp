@@ -20,46 +20,21 @@
 #include "runtime/model/cuda/cuda_util.h"
 #include "runtime/model/cuda/llama_model.h"
 #include "runtime/optim/optimizer.h"
+#include "tests/common/golden_io.h"
 
 namespace qtrain::model {
 namespace {
 
 namespace fs = std::filesystem;
+using test::normalized_error;
+using test::read_batch;
+using test::read_tensor;
 
 const fs::path kGolden = fs::path(QTRAIN_TEST_DATA_DIR) / "full_ft_golden";
 
 constexpr double kLossTol = 2e-2;
 constexpr double kLogprobTol = 3e-2;
 constexpr double kGradTol = 8e-2;
-
-template <typename T>
-std::vector<T> read_tensor(const io::SafetensorsFile& f, const std::string& name) {
-  std::vector<T> out(f.info(name).numel());
-  std::memcpy(out.data(), f.data(name).data(), out.size() * sizeof(T));
-  return out;
-}
-
-Batch read_batch(const fs::path& path) {
-  const io::SafetensorsFile f = io::SafetensorsFile::open(path.string());
-  Batch b;
-  b.rows = f.info("input_ids").shape[0];
-  b.seq = f.info("input_ids").shape[1];
-  b.input_ids = read_tensor<int32_t>(f, "input_ids");
-  b.position_ids = read_tensor<int32_t>(f, "position_ids");
-  b.segment_ids = read_tensor<int32_t>(f, "segment_ids");
-  b.labels = read_tensor<int32_t>(f, "labels");
-  return b;
-}
-
-double normalized_error(std::span<const float> a, std::span<const float> b) {
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = static_cast<double>(a[i]) - b[i];
-    num += d * d;
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
 
 bool have_device() { return rt::query_device().available; }
 

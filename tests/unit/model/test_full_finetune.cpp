@@ -17,45 +17,17 @@
 #include "csrc/io/safetensors.h"
 #include "runtime/model/cpu/llama_model.h"
 #include "runtime/train/host_optimizer.h"
+#include "tests/common/golden_io.h"
 
 namespace qtrain::model {
 namespace {
 
 namespace fs = std::filesystem;
+using test::normalized_error;
+using test::read_batch;
+using test::read_tensor;
 
 const fs::path kGolden = fs::path(QTRAIN_TEST_DATA_DIR) / "full_ft_golden";
-
-template <typename T>
-std::vector<T> read_tensor(const io::SafetensorsFile& f, const std::string& name, DType dtype) {
-  const io::TensorInfo& info = f.info(name);
-  EXPECT_EQ(info.dtype, dtype) << name;
-  std::vector<T> out(info.numel());
-  std::memcpy(out.data(), f.data(name).data(), out.size() * sizeof(T));
-  return out;
-}
-
-Batch read_batch(const fs::path& path) {
-  const io::SafetensorsFile f = io::SafetensorsFile::open(path.string());
-  Batch b;
-  b.rows = f.info("input_ids").shape[0];
-  b.seq = f.info("input_ids").shape[1];
-  b.input_ids = read_tensor<int32_t>(f, "input_ids", DType::I32);
-  b.position_ids = read_tensor<int32_t>(f, "position_ids", DType::I32);
-  b.segment_ids = read_tensor<int32_t>(f, "segment_ids", DType::I32);
-  b.labels = read_tensor<int32_t>(f, "labels", DType::I32);
-  return b;
-}
-
-// ||a - b|| / ||b||, in double.
-double normalized_error(std::span<const float> a, std::span<const float> b) {
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = static_cast<double>(a[i]) - b[i];
-    num += d * d;
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
 
 CpuLlamaModel load_full(const std::string& name) {
   CpuLlamaModel m = CpuLlamaModel::load((kGolden / name).string());
@@ -94,10 +66,10 @@ TEST_P(FullFinetuneGolden, MatchesTransformers) {
   const ForwardResult r = model.forward(batch);
   model.backward();
 
-  const double ref_loss = read_tensor<double>(expected, "loss", DType::F64)[0];
+  const double ref_loss = read_tensor<double>(expected, "loss")[0];
   const double loss_err = std::abs(r.loss - ref_loss) / std::abs(ref_loss);
   EXPECT_LE(loss_err, 1e-5) << "loss " << r.loss << " vs " << ref_loss;
-  const std::vector<float> ref_lp = read_tensor<float>(expected, "token_logprobs", DType::F32);
+  const std::vector<float> ref_lp = read_tensor<float>(expected, "token_logprobs");
   ASSERT_EQ(r.token_logprobs.size(), ref_lp.size());
   const double lp_err = normalized_error(r.token_logprobs, ref_lp);
   EXPECT_LE(lp_err, 1e-4);
@@ -108,7 +80,7 @@ TEST_P(FullFinetuneGolden, MatchesTransformers) {
   for (const LoraTensorRef& t : model.trainable_tensors()) {
     ASSERT_TRUE(grads.contains(t.name)) << t.name;
     EXPECT_EQ(grads.info(t.name).shape, t.shape) << t.name;
-    const std::vector<float> ref = read_tensor<float>(grads, t.name, DType::F32);
+    const std::vector<float> ref = read_tensor<float>(grads, t.name);
     ASSERT_EQ(ref.size(), t.grad.size()) << t.name;
     const double err = normalized_error(t.grad, ref);
     EXPECT_LE(err, 1e-4) << t.name;

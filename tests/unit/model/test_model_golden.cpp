@@ -16,45 +16,17 @@
 #include "csrc/core/error.h"
 #include "csrc/io/safetensors.h"
 #include "runtime/model/cpu/llama_model.h"
+#include "tests/common/golden_io.h"
 
 namespace qtrain::model {
 namespace {
 
 namespace fs = std::filesystem;
+using test::normalized_error;
+using test::read_batch;
+using test::read_tensor;
 
 const fs::path kGolden = fs::path(QTRAIN_TEST_DATA_DIR) / "model_golden";
-
-template <typename T>
-std::vector<T> read_tensor(const io::SafetensorsFile& f, const std::string& name, DType dtype) {
-  const io::TensorInfo& info = f.info(name);
-  EXPECT_EQ(info.dtype, dtype) << name;
-  std::vector<T> out(info.numel());
-  std::memcpy(out.data(), f.data(name).data(), out.size() * sizeof(T));
-  return out;
-}
-
-Batch read_batch(const fs::path& path) {
-  const io::SafetensorsFile f = io::SafetensorsFile::open(path.string());
-  Batch b;
-  b.rows = f.info("input_ids").shape[0];
-  b.seq = f.info("input_ids").shape[1];
-  b.input_ids = read_tensor<int32_t>(f, "input_ids", DType::I32);
-  b.position_ids = read_tensor<int32_t>(f, "position_ids", DType::I32);
-  b.segment_ids = read_tensor<int32_t>(f, "segment_ids", DType::I32);
-  b.labels = read_tensor<int32_t>(f, "labels", DType::I32);
-  return b;
-}
-
-// ||a - b|| / ||b||, in double.
-double normalized_error(std::span<const float> a, std::span<const float> b) {
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = static_cast<double>(a[i]) - b[i];
-    num += d * d;
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
 
 struct GoldenCase {
   std::string name;
@@ -79,10 +51,10 @@ TEST_P(ModelGolden, MatchesTransformersAndPeft) {
   const ForwardResult r = model.forward(batch);
   model.backward();
 
-  const double ref_loss = read_tensor<double>(expected, "loss", DType::F64)[0];
+  const double ref_loss = read_tensor<double>(expected, "loss")[0];
   EXPECT_LE(std::abs(r.loss - ref_loss) / std::abs(ref_loss), 1e-5) << "loss " << r.loss << " vs " << ref_loss;
 
-  const std::vector<float> ref_lp = read_tensor<float>(expected, "token_logprobs", DType::F32);
+  const std::vector<float> ref_lp = read_tensor<float>(expected, "token_logprobs");
   ASSERT_EQ(r.token_logprobs.size(), ref_lp.size());
   const double lp_err = normalized_error(r.token_logprobs, ref_lp);
   EXPECT_LE(lp_err, 1e-4);
@@ -112,7 +84,7 @@ TEST_P(ModelGolden, MatchesTransformersAndPeft) {
   for (const LoraTensorRef& t : model.lora_tensors()) {
     ASSERT_TRUE(expected.contains(t.name)) << t.name;
     EXPECT_EQ(expected.info(t.name).shape, t.shape) << t.name;
-    const std::vector<float> ref = read_tensor<float>(expected, t.name, DType::F32);
+    const std::vector<float> ref = read_tensor<float>(expected, t.name);
     ASSERT_EQ(ref.size(), t.grad.size()) << t.name;
     const double err = normalized_error(t.grad, ref);
     EXPECT_LE(err, 1e-4) << t.name;
@@ -168,7 +140,7 @@ TEST(ModelGoldenWindow, MistralWithoutTheWindowGivesTheFullCausalLoss) {
   full.set_training(false);
   const double with_window = windowed.evaluate(batch).loss, without = full.evaluate(batch).loss;
   const io::SafetensorsFile expected = io::SafetensorsFile::open((dir / "expected.safetensors").string());
-  const double ref = read_tensor<double>(expected, "loss", DType::F64)[0];
+  const double ref = read_tensor<double>(expected, "loss")[0];
   constexpr double kTransformersWithoutWindow = 5.154401302;  // model_golden.py's printout
   EXPECT_LE(std::abs(with_window - ref) / ref, 1e-5);
   EXPECT_LE(std::abs(without - kTransformersWithoutWindow) / kTransformersWithoutWindow, 1e-5) << without;
