@@ -12,6 +12,7 @@
 #include "csrc/core/error.h"
 #include "csrc/io/llama_layout.h"
 #include "csrc/io/tiny_model.h"
+#include "qk/rmsnorm.h"
 #include "runtime/memory/arena.h"
 
 namespace qtrain::rt {
@@ -67,12 +68,21 @@ std::string fmt(const char* f, double a) {
   return buf;
 }
 
-// The module kind of a linear tensor name ("model.layers.3.mlp.up_proj.weight" -> "up_proj").
+// The module kind of a weight or bias name ("model.layers.3.mlp.up_proj.weight" -> "up_proj").
 std::string module_of(const std::string& name) {
-  const size_t end = name.rfind(".weight");
+  const size_t end = name.rfind('.');
   const size_t begin = name.rfind('.', end - 1);
   return name.substr(begin + 1, end - begin - 1);
 }
+
+// Full fine-tuning keeps the masters and gradients of fused linears in one slot each (full_weights.h):
+// k and v continue q's slot (weights and biases alike), up continues gate's.
+bool continues_slot(const std::string& name) {
+  const std::string m = module_of(name);
+  return m == "k_proj" || m == "v_proj" || m == "up_proj";
+}
+
+constexpr int64_t kFullSlotAlign = 64;  // elements: full_weights.cpp's kSlotAlign
 
 }  // namespace
 
@@ -96,14 +106,18 @@ MemoryPlan make_memory_plan(const PlanInput& in) {
 
   MemoryPlan plan;
   size_t base = 0, nf4 = 0, constants = 0, bf16_parts = 0;
+  int64_t full_elems = 0;  // full fine-tuning: elements of the masters (and of the gradients), slots aligned
   std::vector<int64_t> trainable;
   for (const auto& t : layout) {
     const int64_t n = io::numel(t.shape);
     plan.base_params += n;
     if (in.adapter == AdapterKind::Full) {
-      // Full fine-tuning: fp32 master weights plus the bf16 copy the forward pass reads.
-      base += 6 * z(n);
+      // Full fine-tuning: the bf16 weights the kernels read, as in LoRA mode; every weight trainable,
+      // its fp32 master and gradient in a slot that starts on a 64-element boundary.
+      (t.role == io::TensorRole::Linear ? base : bf16_parts) += 2 * z(n);
       trainable.push_back(n);
+      if (!continues_slot(t.name)) full_elems = (full_elems + kFullSlotAlign - 1) / kFullSlotAlign * kFullSlotAlign;
+      full_elems += n;
       continue;
     }
     if (t.role != io::TensorRole::Linear) {
@@ -137,16 +151,22 @@ MemoryPlan make_memory_plan(const PlanInput& in) {
     add(kPlanBaseWeights, base,
         fmt("NF4 %.2f G weights x 0.5 B", static_cast<double>(nf4) * 2 / G) + " + double-quant constants " +
             format_bytes(constants));
-  else if (in.adapter == AdapterKind::LoRA)
-    add(kPlanBaseWeights, base, fmt("bf16 linears, %.2f G weights x 2 B", static_cast<double>(base) / 2 / G));
   else
-    add(kPlanBaseWeights, base, fmt("%.2f G weights x (4 B fp32 master + 2 B bf16 copy)", static_cast<double>(base) / 6 / G));
-  add(kPlanBf16Parts, bf16_parts, lora ? "embeddings, norms, biases, lm_head in bf16" : "in base weights");
-  add(kPlanLora, lora ? 6 * P : 0,
-      lora ? fmt("%.1f M params x (4 B fp32 master + 2 B bf16 copy)", static_cast<double>(P) / 1e6) +
-                 ", r " + std::to_string(r) + ", " + std::to_string(targets.size()) + " kinds"
-           : "none (full fine-tuning)");
-  add(kPlanGrads, 4 * P, fmt("fp32, %.1f M trainable params", static_cast<double>(P) / 1e6));
+    add(kPlanBaseWeights, base,
+        fmt("bf16 linears, %.2f G weights x 2 B", static_cast<double>(base) / 2 / G) +
+            (lora ? "" : " (the copy the kernels read)"));
+  add(kPlanBf16Parts, bf16_parts, "embeddings, norms, biases, lm_head in bf16");
+  if (lora) {
+    add(kPlanLora, 6 * P,
+        fmt("%.1f M params x (4 B fp32 master + 2 B bf16 copy)", static_cast<double>(P) / 1e6) + ", r " +
+            std::to_string(r) + ", " + std::to_string(targets.size()) + " kinds");
+    add(kPlanGrads, 4 * P, fmt("fp32, %.1f M trainable params", static_cast<double>(P) / 1e6));
+  } else {
+    add(kPlanMasters, 4 * z(full_elems),
+        fmt("fp32 copy of every weight, %.2f G x 4 B (the optimizer updates it; bf16 weights are cast from it)",
+            static_cast<double>(P) / G));
+    add(kPlanGrads, 4 * z(full_elems), fmt("fp32, every weight, %.2f G x 4 B", static_cast<double>(P) / G));
+  }
   const size_t states = optimizer_state_bytes(in.optimizer, trainable);
   add(kPlanOptimizer, states,
       std::string(optimizer_name(in.optimizer)) +
@@ -174,8 +194,8 @@ MemoryPlan make_memory_plan(const PlanInput& in) {
   const size_t layer_set = z(T) * set_per_token;
   const size_t layer_input = z(T) * 2 * z(h);
   // Beside the layers: the batch (ids, positions, labels: int32), the final residual, its norm and
-  // the norm's rstd for the LM head's backward.
-  const size_t step_fixed = z(T) * (3 * 4 + 2 * 2 * z(h) + 4);
+  // the norm's rstd for the LM head's backward; full fine-tuning adds the bias GEMMs' column of ones.
+  const size_t step_fixed = z(T) * (3 * 4 + 2 * 2 * z(h) + 4 + (lora ? 0 : 2));
   size_t kept;
   std::string kept_detail;
   if (!in.gradient_checkpointing) {
@@ -189,12 +209,18 @@ MemoryPlan make_memory_plan(const PlanInput& in) {
     kept = 2 * layer_input + step_fixed;
     kept_detail = "2 layer inputs in flight; the rest in pinned host memory";
   }
-  add(kPlanActivations, kept, kept_detail + ", final norm and batch, T = " + std::to_string(T));
+  add(kPlanActivations, kept,
+      kept_detail + ", final norm and batch" + (lora ? "" : " (with a bf16 column of ones)") + ", T = " +
+          std::to_string(T));
   // Live through forward and backward: the gradient of the final norm's output and the LoRA linears'
   // workspace, sized for the largest of the four fused linears: d XA (r per token and group) and, with
   // dropout, the dropped-out input (in per token). Backward only: the residual gradient and the
   // layer's gradient scratch (llama_block.h BlockGradScratch): d SwiGLU and d gate|up (3I), d h2, d x2,
   // d h1 (3h), d attention output, dq (2q), dk, dv (2kv), d q|k|v (q + 2kv), padded copies when padded.
+  // Full fine-tuning's backward also takes the RMSNorm dw partials (fp32, min(T, 512) rows of h, the
+  // kernel's count) and the embedding gradient's plan (int32: T + 2 groups + 1, a group per distinct
+  // token id, at most min(T, V)). Its LM head dW recomputes the logits in a workspace the size of the
+  // cross-entropy one, before the scratch is taken: no new peak.
   size_t lora_workspace = 0;
   if (lora) {
     auto round_up = [](size_t n) { return (n + 255) / 256 * 256; };
@@ -205,10 +231,13 @@ MemoryPlan make_memory_plan(const PlanInput& in) {
   }
   const size_t grads_live = z(T) * 2 * z(h) + lora_workspace;
   const int64_t pad_grads = padded ? 2 * heads * pd + 2 * c.num_key_value_heads * pd : 0;
-  const size_t grads_backward = z(T) * 2 * z(h + 3 * I + 3 * h + 3 * q + 4 * kv + pad_grads);
+  const size_t full_backward =
+      lora ? 0 : 4 * z(qk::rmsnorm_backward_workspace(T, h)) + 4 * z(T + 2 * std::min(T, V) + 1);
+  const size_t grads_backward = z(T) * 2 * z(h + 3 * I + 3 * h + 3 * q + 4 * kv + pad_grads) + full_backward;
   add(kPlanActGrads, grads_live + grads_backward,
-      std::string("bf16 d residual + one layer's gradient scratch + LoRA d XA") +
-          (in.lora_dropout > 0 ? " and dropout copy" : ""));
+      lora ? std::string("bf16 d residual + one layer's gradient scratch + LoRA d XA") +
+                 (in.lora_dropout > 0 ? " and dropout copy" : "")
+           : "bf16 d residual + one layer's gradient scratch + fp32 RMSNorm dw partials + embedding grad plan");
   add(kPlanRecompute, in.gradient_checkpointing ? layer_set : 0,
       in.gradient_checkpointing ? "one layer's activation set, recomputed in backward" : "none (no checkpointing)");
   // Flash-style attention backward: delta = rowsum(dO * O), fp32 per head and token.

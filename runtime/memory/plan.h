@@ -60,7 +60,8 @@ struct MemoryPlan {
 // Category names (the keys of bytes_of).
 inline constexpr const char* kPlanBaseWeights = "base weights";
 inline constexpr const char* kPlanBf16Parts = "bf16 parts";
-inline constexpr const char* kPlanLora = "LoRA weights";
+inline constexpr const char* kPlanLora = "LoRA weights";      // LoRA and QLoRA only
+inline constexpr const char* kPlanMasters = "master weights";  // full fine-tuning only, in LoRA weights' place
 inline constexpr const char* kPlanGrads = "gradients";
 inline constexpr const char* kPlanOptimizer = "optimizer states";
 inline constexpr const char* kPlanActivations = "activations kept";

@@ -16,11 +16,18 @@
 namespace qtrain::train {
 namespace {
 
-// Without gpu_memory_limit the arena takes the free device memory less a margin for the CUDA
-// context's and cuBLAS's own allocations.
-size_t arena_cap(const config::RunConfig& cfg, const rt::DeviceInfo& dev) {
-  if (cfg.gpu_memory_limit_bytes) return static_cast<size_t>(cfg.gpu_memory_limit_bytes);
-  const size_t margin = std::max<size_t>(size_t{512} << 20, dev.free_bytes / 20);
+// The arena holds the model and every step's buffers; the optimizer states (unless paged: managed
+// memory the driver may evict) and cuBLAS's workspace live beside it. With gpu_memory_limit those
+// come out of the limit, so that the whole run stays under it; without one the arena takes the
+// free device memory less them and a margin for the CUDA context's own allocations.
+size_t arena_cap(const config::RunConfig& cfg, const rt::DeviceInfo& dev, const rt::MemoryPlan& plan,
+                 bool paged) {
+  const size_t outside = plan.bytes_of(rt::kPlanCublas) + (paged ? 0 : plan.bytes_of(rt::kPlanOptimizer));
+  if (cfg.gpu_memory_limit_bytes) {
+    const size_t limit = static_cast<size_t>(cfg.gpu_memory_limit_bytes);
+    return limit > outside ? limit - outside : 0;
+  }
+  const size_t margin = std::max<size_t>(size_t{512} << 20, dev.free_bytes / 20) + outside;
   return dev.free_bytes > margin ? dev.free_bytes - margin : 0;
 }
 
@@ -29,11 +36,17 @@ class CudaBackend final : public TrainBackend {
   CudaBackend(const config::RunConfig& cfg, std::FILE* log, const std::string& model_dir)
       : cfg_(cfg), dev_(rt::query_device(0)) {
     model_config_ = io::load_model_config(model_dir);
-    cap_ = arena_cap(cfg, dev_);
-    const rt::MemoryPlan plan = rt::make_memory_plan(plan_input_for_run(cfg, model_config_));
-    if (plan.peak > cap_)
-      std::fprintf(log, "warning: the memory plan (%s) exceeds the device memory cap (%s); see `qtrain plan`\n",
-                   rt::format_bytes(plan.peak).c_str(), rt::format_bytes(cap_).c_str());
+    const rt::PlanInput in = plan_input_for_run(cfg, model_config_);
+    const rt::MemoryPlan plan = rt::make_memory_plan(in);
+    const bool paged = rt::optimizer_is_paged(in.optimizer);
+    cap_ = arena_cap(cfg, dev_, plan, paged);
+    // What the whole run may use, as the plan counts it (for the out-of-memory report).
+    budget_ = cfg.gpu_memory_limit_bytes
+                  ? static_cast<size_t>(cfg.gpu_memory_limit_bytes)
+                  : cap_ + plan.bytes_of(rt::kPlanCublas) + (paged ? 0 : plan.bytes_of(rt::kPlanOptimizer));
+    if (cfg.gpu_memory_limit_bytes && plan.peak > cfg.gpu_memory_limit_bytes)
+      std::fprintf(log, "warning: the memory plan (%s) exceeds gpu_memory_limit (%s); see `qtrain plan`\n",
+                   rt::format_bytes(plan.peak).c_str(), rt::format_bytes(cfg.gpu_memory_limit_bytes).c_str());
     guarded([&] {
       model::CudaModelOptions opt;
       opt.arena_bytes = cap_;
@@ -48,7 +61,7 @@ class CudaBackend final : public TrainBackend {
   const char* name() const override { return "cuda"; }
   std::string describe() const override {
     return dev_.name + (dev_.emulated ? " (emulated)" : "") + ", bf16 activations, " +
-           (model_->options().nf4 ? "NF4" : "bf16") + " base, arena cap " + rt::format_bytes(cap_) +
+           (model_->options().nf4 ? "NF4" : "bf16") + " base, arena " + rt::format_bytes(cap_) +
            (model_->options().checkpointing ? ", gradient checkpointing" : "");
   }
   const io::ModelConfig& config() const override { return model_->config(); }
@@ -145,14 +158,15 @@ class CudaBackend final : public TrainBackend {
       f();
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::OutOfMemory) throw;
-      throw Error(ErrorKind::OutOfMemory, out_of_memory_report(e.what(), cfg_, model_config_, cap_));
+      throw Error(ErrorKind::OutOfMemory, out_of_memory_report(e.what(), cfg_, model_config_, budget_));
     }
   }
 
   config::RunConfig cfg_;
   rt::DeviceInfo dev_;
   io::ModelConfig model_config_;
-  size_t cap_ = 0;
+  size_t cap_ = 0;     // the arena
+  size_t budget_ = 0;  // the arena, cuBLAS's workspace and unpaged optimizer states
   std::unique_ptr<model::CudaLlamaModel> model_;
   model::LoraConfig lora_;
   std::unique_ptr<rt::Optimizer> optimizer_;

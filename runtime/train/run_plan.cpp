@@ -33,13 +33,18 @@ std::string out_of_memory_report(const std::string& what, const config::RunConfi
   const int64_t batch = rt::largest_micro_batch(in, cap_bytes);
   const int64_t seq = rt::largest_sequence_len(in, cap_bytes);
   if (batch >= 1 && batch < cfg.micro_batch_size)
-    advice.push_back("micro_batch_size: " + std::to_string(batch) + " (with gradient_accumulation_steps to keep the batch)");
+    advice.push_back("micro_batch_size: " + std::to_string(batch) +
+                     " (with gradient_accumulation_steps to keep the batch)");
   if (seq >= 1 && seq < cfg.sequence_len) advice.push_back("sequence_len: " + std::to_string(seq));
   if (!cfg.gradient_checkpointing) advice.push_back("gradient_checkpointing: true");
   if (in.optimizer != rt::OptimizerKind::PagedAdamW8bit) advice.push_back("optimizer: paged_adamw_8bit");
-  if (cfg.adapter == "lora") advice.push_back("adapter: qlora (an NF4 base)");
-  if (cfg.lora_r > 16) advice.push_back("lora_r: 16");
-  s += "to fit under gpu_memory_limit " + rt::format_bytes(cap_bytes) + ", lower what the plan's largest items come from:";
+  if (in.adapter == rt::AdapterKind::LoRA) advice.push_back("adapter: qlora (an NF4 base)");
+  if (in.adapter == rt::AdapterKind::Full)
+    advice.push_back("adapter: qlora or lora (an adapter instead of fp32 masters and gradients of every weight)");
+  if (in.adapter != rt::AdapterKind::Full && cfg.lora_r > 16) advice.push_back("lora_r: 16");
+  s += "to fit in " + rt::format_bytes(cap_bytes) +
+       (cfg.gpu_memory_limit_bytes ? " (gpu_memory_limit)" : " (the free device memory)") +
+       ", lower what the plan's largest items come from:";
   if (advice.empty()) advice.push_back("a smaller model: even the smallest settings do not fit");
   for (const std::string& a : advice) s += "\n  " + a;
   return s;

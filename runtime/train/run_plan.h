@@ -14,7 +14,8 @@ namespace qtrain::train {
 
 rt::PlanInput plan_input_for_run(const config::RunConfig& cfg, const io::ModelConfig& model);
 
-// `what` (the arena's message), then the plan table against cap_bytes and the advice.
+// `what` (the arena's message), then the plan table against cap_bytes (what the whole run may use:
+// gpu_memory_limit, or the free device memory) and the advice.
 std::string out_of_memory_report(const std::string& what, const config::RunConfig& cfg, const io::ModelConfig& model,
                                  size_t cap_bytes);
 

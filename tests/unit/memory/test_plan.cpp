@@ -94,6 +94,57 @@ TEST(MemoryPlan, Llama31_8B_QLoRA_Batch1_Seq2048) {
   EXPECT_LT(gib, 10.0);
 }
 
+// Full fine-tuning of Llama-2-7B (adamw, checkpointing, 1 x 2048 tokens): bf16 weights as in LoRA
+// mode, then an fp32 master and an fp32 gradient of all 6.74 G weights (every slot a multiple of 64
+// elements, so no padding), adamw's 8 B/param. The step adds to QLoRA's the bias GEMMs' column of
+// ones (2 B/token), the RMSNorm dw partials (512 x 4096 fp32) and the embedding gradient's plan
+// (2048 + 2 x 2048 + 1 int32); its activation set has no LoRA X A. 18 B/param in all, the usual
+// mixed-precision AdamW figure with fp32 gradients.
+TEST(MemoryPlan, Llama2_7B_Full_AdamW_Batch1_Seq2048) {
+  PlanInput in = qlora("llama2-7b");
+  in.adapter = AdapterKind::Full;
+  in.optimizer = OptimizerKind::AdamW;
+  const MemoryPlan p = make_memory_plan(in);
+  EXPECT_EQ(p.trainable_params, 6738415616);
+  EXPECT_EQ(p.trainable_params, p.base_params);
+  EXPECT_EQ(p.bytes_of(kPlanBaseWeights), 12952010752u);  // 6.48 G linear weights x 2 B
+  EXPECT_EQ(p.bytes_of(kPlanBf16Parts), 524820480u);
+  EXPECT_EQ(p.bytes_of(kPlanLora), 0u);
+  EXPECT_EQ(p.bytes_of(kPlanMasters), 26953662464u);
+  EXPECT_EQ(p.bytes_of(kPlanGrads), 26953662464u);
+  EXPECT_EQ(p.bytes_of(kPlanOptimizer), 53907324928u);
+  EXPECT_EQ(p.bytes_of(kPlanActivations), 570462208u);
+  EXPECT_EQ(p.bytes_of(kPlanActGrads), 345006084u);
+  EXPECT_EQ(p.bytes_of(kPlanRecompute), 336871424u);
+  EXPECT_EQ(p.bytes_of(kPlanAttention), 262144u);
+  EXPECT_EQ(p.bytes_of(kPlanCrossEntropy), 65544192u);
+  EXPECT_EQ(p.bytes_of(kPlanDequant), 0u);
+  EXPECT_EQ(p.phase_overlap, 65544192u);
+  EXPECT_EQ(p.peak, 122577637380u);
+  EXPECT_NE(format_plan(p, 0).find(kPlanMasters), std::string::npos);
+  EXPECT_EQ(format_plan(p, 0).find(kPlanLora), std::string::npos);
+}
+
+// Full fine-tuning's masters and gradients are laid out in slots (full_weights.h), each starting on a
+// 64-element boundary: the embedding, per layer the input norm, q|k|v, o, the q|k|v biases, the
+// post-attention norm, gate|up and down, then the final norm and lm_head. Odd sizes pad: 49 632
+// weights take 49 760 elements here (embedding 3552 -> 3584, norms 96 -> 128 three times).
+TEST(MemoryPlan, FullFineTuningSlotsAlignTo64Elements) {
+  PlanInput in;
+  in.model = model_preset("tiny");
+  io::ModelConfig& c = in.model;
+  c.architecture = io::Architecture::Qwen2;  // q/k/v biases
+  c.model_type = "qwen2";
+  c.hidden_size = 96, c.num_attention_heads = 4, c.num_key_value_heads = 2, c.head_dim = 24;
+  c.intermediate_size = 50, c.vocab_size = 37, c.num_hidden_layers = 1, c.tie_word_embeddings = false;
+  in.adapter = AdapterKind::Full;
+  const MemoryPlan p = make_memory_plan(in);
+  EXPECT_EQ(p.trainable_params, 49632);
+  EXPECT_EQ(p.bytes_of(kPlanMasters), 4u * 49760);
+  EXPECT_EQ(p.bytes_of(kPlanGrads), 4u * 49760);
+  EXPECT_EQ(p.bytes_of(kPlanBaseWeights) + p.bytes_of(kPlanBf16Parts), 2u * 49632);
+}
+
 TEST(MemoryPlan, MoreBatchLongerSequenceOrNoCheckpointingNeedMore) {
   for (const char* preset : {"llama2-7b", "llama3-8b", "tiny"}) {
     SCOPED_TRACE(preset);
