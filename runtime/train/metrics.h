@@ -17,7 +17,7 @@ struct StepRecord {
   double lr = 0.0;
   double grad_norm = 0.0;  // before clipping
   double tokens_per_s = 0.0;
-  uint64_t memory_bytes = 0;  // host RSS on the CPU backend
+  uint64_t memory_bytes = 0;  // host RSS on the CPU backend, the device arena's peak on a GPU
   double elapsed_s = 0.0;
   double remaining_s = 0.0;
   int64_t tokens = 0;  // input tokens of the step

@@ -8,6 +8,7 @@
 #  - a run stopped at step 10 and resumed with --resume logs bit for bit the losses, lr and grad norms
 #    of the uninterrupted run (with LoRA dropout and gradient accumulation on);
 #  - SIGINT checkpoints and exits 130; bad config and bad dataset exit 2 with a message;
+#  - `qtrain plan run.yaml` prints the run's memory plan and exits 3 over its gpu_memory_limit;
 #  - full fine-tuning (adapter: full) lowers the eval loss and writes a model folder (weights, config,
 #    tokenizer) that `qtrain eval` loads as a base model with the run's final eval loss; a stopped and
 #    resumed full run ends with the same numbers and the same weights, byte for byte.
@@ -116,7 +117,16 @@ expect_2 "bad.jsonl:1:" train run.yaml --set 'datasets=[{path: bad.jsonl, type: 
 expect_2 "missing.jsonl" train run.yaml --set 'datasets=[{path: missing.jsonl, type: alpaca}]' --set output_dir=bad
 expect_2 "max_steps" train run.yaml --set max_steps=-1
 
-# 6. Full fine-tuning.
+# 6. qtrain plan reads the run file: the table, the largest batch, exit 3 over gpu_memory_limit.
+plan=$("$qtrain" plan run.yaml)
+grep -q 'base weights' <<<"$plan" || fail "plan run.yaml: no table"
+grep -q 'largest micro batch at sequence_len 128' <<<"$plan" || fail "plan run.yaml: not the run's sequence_len"
+set +e
+"$qtrain" plan run.yaml --set gpu_memory_limit=1MiB >plan.txt 2>&1; rc=$?
+set -e
+[[ $rc -eq 3 ]] || fail "plan over gpu_memory_limit: exit $rc, expected 3"
+
+# 7. Full fine-tuning.
 ft() { "$qtrain" train run.yaml --set adapter=full --set optimizer=adamw --set learning_rate=0.001 --set max_steps=8 \
   --set eval_steps=8 --set save_steps=4 --set lora_dropout=0 "$@"; }
 ft --set output_dir=ft >ft.log 2>&1 || { cat ft.log; fail "full fine-tuning exited $?"; }
