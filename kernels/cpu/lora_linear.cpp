@@ -20,10 +20,10 @@ void check(const LoraLinearT<E>& l, int t, bool bf16_base_only) {
   QK_REQUIRE(l.in > 0, "in must be positive");
   QK_REQUIRE(l.num_groups >= 1 && l.num_groups <= kLoraMaxGroups, "1 to kLoraMaxGroups groups");
   for (int g = 0; g < l.num_groups; ++g) {
-    QK_REQUIRE(l.groups[g].out > 0 && l.groups[g].r > 0, "every group needs out > 0 and r > 0");
-    QK_REQUIRE(l.groups[g].b != nullptr, "null B");
+    QK_REQUIRE(l.groups[g].out > 0 && l.groups[g].r >= 0, "every group needs out > 0 and r >= 0");
+    QK_REQUIRE(l.groups[g].r == 0 || l.groups[g].b != nullptr, "null B");
   }
-  QK_REQUIRE(l.a != nullptr, "null A");
+  QK_REQUIRE(l.r_total() == 0 || l.a != nullptr, "null A");
   QK_REQUIRE(l.dropout >= 0.0f && l.dropout < 1.0f, "dropout must lie in [0, 1)");
   if (bf16_base_only || l.w != nullptr) {
     QK_REQUIRE(l.w != nullptr, "null base weight");
@@ -65,7 +65,7 @@ std::vector<uint16_t> dropped(const LoraLinear& l, const uint16_t* x, int t) {
 void lora_linear_forward(const LoraLinear& l, const uint16_t* x, int t, uint16_t* y, uint16_t* xa) {
   check(l, t, false);
   if (t == 0) return;
-  QK_REQUIRE(x != nullptr && y != nullptr && xa != nullptr, "null pointer");
+  QK_REQUIRE(x != nullptr && y != nullptr && (xa != nullptr || l.r_total() == 0), "null pointer");
   const int out = l.out_total(), rt = l.r_total();
   if (l.w != nullptr) matmul_bf16({false, true, t, out, l.in}, 1.0f, x, l.w, 0.0f, y);
   else nf4_gemm_forward_bf16(l.nf4, x, t, y);
@@ -75,11 +75,13 @@ void lora_linear_forward(const LoraLinear& l, const uint16_t* x, int t, uint16_t
         uint16_t& v = y[static_cast<size_t>(i) * out + o];
         v = f32_to_bf16_rn(bf16_to_f32(v) + bf16_to_f32(l.bias[o]));
       }
+  if (rt == 0) return;  // no group has an adapter: the base alone
   std::vector<uint16_t> xd;
   if (l.dropout > 0.0f) xd = dropped(l, x, t);
   matmul_bf16({false, true, t, rt, l.in}, 1.0f, xd.empty() ? x : xd.data(), l.a, 0.0f, xa);
   for (int g = 0, off = 0, roff = 0; g < l.num_groups; off += l.groups[g].out, roff += l.groups[g].r, ++g) {
     const auto& gr = l.groups[g];
+    if (gr.r == 0) continue;
     auto yg = gather(y, t, out, off, gr.out);
     const auto xag = gather(xa, t, rt, roff, gr.r);
     matmul_bf16({false, true, t, gr.out, gr.r}, gr.scale, xag.data(), gr.b, 1.0f, yg.data());
@@ -91,14 +93,17 @@ void lora_linear_backward(const LoraLinear& l, const uint16_t* x, const uint16_t
                           uint16_t* dx, const LoraGrads& grads) {
   check(l, t, false);
   if (t == 0) return;
-  QK_REQUIRE(x != nullptr && xa != nullptr && dy != nullptr && dx != nullptr && grads.da != nullptr, "null pointer");
-  for (int g = 0; g < l.num_groups; ++g) QK_REQUIRE(grads.db[g] != nullptr, "null dB");
   const int out = l.out_total(), rt = l.r_total();
+  QK_REQUIRE(x != nullptr && dy != nullptr && dx != nullptr, "null pointer");
+  QK_REQUIRE(rt == 0 || (xa != nullptr && grads.da != nullptr), "null pointer");
+  for (int g = 0; g < l.num_groups; ++g) QK_REQUIRE(l.groups[g].r == 0 || grads.db[g] != nullptr, "null dB");
   if (l.w != nullptr) matmul_bf16({false, false, t, l.in, out}, 1.0f, dy, l.w, 0.0f, dx);
   else nf4_gemm_backward_bf16(l.nf4, dy, t, dx);
+  if (rt == 0) return;  // no group has an adapter: the base alone
   std::vector<uint16_t> dxa(static_cast<size_t>(t) * rt);
   for (int g = 0, off = 0, roff = 0; g < l.num_groups; off += l.groups[g].out, roff += l.groups[g].r, ++g) {
     const auto& gr = l.groups[g];
+    if (gr.r == 0) continue;
     const auto dyg = gather(dy, t, out, off, gr.out);
     std::vector<uint16_t> dxag(static_cast<size_t>(t) * gr.r);
     matmul_bf16({false, false, t, gr.r, gr.out}, gr.scale, dyg.data(), gr.b, 0.0f, dxag.data());

@@ -104,10 +104,10 @@ void check(const LoraLinearContext& ctx, const LoraLinear& l, int t) {
   QK_REQUIRE(l.in > 0, "in must be positive");
   QK_REQUIRE(l.num_groups >= 1 && l.num_groups <= kLoraMaxGroups, "1 to kLoraMaxGroups groups");
   for (int g = 0; g < l.num_groups; ++g) {
-    QK_REQUIRE(l.groups[g].out > 0 && l.groups[g].r > 0, "every group needs out > 0 and r > 0");
-    QK_REQUIRE(l.groups[g].b != nullptr, "null B");
+    QK_REQUIRE(l.groups[g].out > 0 && l.groups[g].r >= 0, "every group needs out > 0 and r >= 0");
+    QK_REQUIRE(l.groups[g].r == 0 || l.groups[g].b != nullptr, "null B");
   }
-  QK_REQUIRE(l.a != nullptr, "null A");
+  QK_REQUIRE(l.r_total() == 0 || l.a != nullptr, "null A");
   QK_REQUIRE(l.dropout >= 0.0f && l.dropout < 1.0f, "dropout must lie in [0, 1)");
   if (l.w == nullptr) {
     QK_REQUIRE(l.nf4.packed != nullptr, "no base weight (w and nf4.packed both null)");
@@ -160,9 +160,9 @@ void lora_linear_forward(const LoraLinearContext& ctx, const LoraLinear& l, cons
   QK_NVTX_FUNC();
   check(ctx, l, t);
   if (t == 0) return;
-  QK_REQUIRE(x != nullptr && y != nullptr && xa != nullptr, "null pointer");
+  QK_REQUIRE(x != nullptr && y != nullptr && (xa != nullptr || l.r_total() == 0), "null pointer");
   const int in = l.in, out = l.out_total(), rt = l.r_total();
-  const Workspace ws = l.dropout > 0.0f ? carve(ctx, l, t) : Workspace{};
+  const Workspace ws = l.dropout > 0.0f && rt > 0 ? carve(ctx, l, t) : Workspace{};
 
   if (l.w != nullptr) gemm(ctx.cublas, false, true, t, out, in, 1.0f, x, in, l.w, in, 0.0f, y, out, stream);
   else nf4_gemm_forward_bf16(nf4_context(ctx), l.nf4, x, t, y, stream);
@@ -178,6 +178,7 @@ void lora_linear_forward(const LoraLinearContext& ctx, const LoraLinear& l, cons
     QK_CHECK_LAUNCH();
   }
 
+  if (rt == 0) return;  // no group has an adapter: the base alone
   const __nv_bfloat16* xin = x;
   if (l.dropout > 0.0f) {
     dropout_forward(l, x, ws.xd, t, stream);
@@ -188,6 +189,7 @@ void lora_linear_forward(const LoraLinearContext& ctx, const LoraLinear& l, cons
   // Y_g += s_g XA_g B_g^T, added to the bf16 Y by the GEMM itself.
   for (int g = 0, off = 0, roff = 0; g < l.num_groups; off += l.groups[g].out, roff += l.groups[g].r, ++g) {
     const auto& gr = l.groups[g];
+    if (gr.r == 0) continue;
     gemm(ctx.cublas, false, true, t, gr.out, gr.r, gr.scale, xa + roff, rt, gr.b, gr.r, 1.0f, y + off,
          out, stream);
   }
@@ -199,17 +201,20 @@ void lora_linear_backward(const LoraLinearContext& ctx, const LoraLinear& l, con
   QK_NVTX_FUNC();
   check(ctx, l, t);
   if (t == 0) return;
-  QK_REQUIRE(x != nullptr && xa != nullptr && dy != nullptr && dx != nullptr && grads.da != nullptr, "null pointer");
-  for (int g = 0; g < l.num_groups; ++g) QK_REQUIRE(grads.db[g] != nullptr, "null dB");
   const int in = l.in, out = l.out_total(), rt = l.r_total();
-  const Workspace ws = carve(ctx, l, t);
+  QK_REQUIRE(x != nullptr && dy != nullptr && dx != nullptr, "null pointer");
+  QK_REQUIRE(rt == 0 || (xa != nullptr && grads.da != nullptr), "null pointer");
+  for (int g = 0; g < l.num_groups; ++g) QK_REQUIRE(l.groups[g].r == 0 || grads.db[g] != nullptr, "null dB");
   cublasHandle_t h = ctx.cublas;
 
   if (l.w != nullptr) gemm(h, false, false, t, in, out, 1.0f, dy, out, l.w, in, 0.0f, dx, in, stream);
   else nf4_gemm_backward_bf16(nf4_context(ctx), l.nf4, dy, t, dx, stream);
+  if (rt == 0) return;  // no group has an adapter: the base alone
+  const Workspace ws = carve(ctx, l, t);
 
   for (int g = 0, off = 0, roff = 0; g < l.num_groups; off += l.groups[g].out, roff += l.groups[g].r, ++g) {
     const auto& gr = l.groups[g];
+    if (gr.r == 0) continue;
     // dXA_g = s_g dY_g B_g into its columns of dXA.
     gemm(h, false, false, t, gr.r, gr.out, gr.scale, dy + off, out, gr.b, gr.r, 0.0f, ws.dxa + roff, rt,
          stream);

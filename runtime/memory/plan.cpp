@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <initializer_list>
 #include <set>
 
 #include "csrc/core/error.h"
@@ -174,12 +175,15 @@ MemoryPlan make_memory_plan(const PlanInput& in) {
           (optimizer_is_paged(in.optimizer) ? ", paged (counted as resident)" : ""));
 
   // The step's tensors, as the CUDA model allocates them from its arena (runtime/model/cuda/), bf16
-  // unless noted. One layer's activation set (llama_block.h BlockActs): h1, x2, h2, the o_proj output
-  // and the MLP output (5h); the fused q|k|v output and q, k after RoPE (2q + 3kv) and v; the attention
-  // output (q); gate|up and the SwiGLU product (3I); each LoRA linear's X A (7r: q/k/v, o, gate/up and
-  // down, every kind whether targeted or not); the two RMSNorm rstd and the attention log-sum-exp per
-  // head (fp32). Head sizes the attention kernel has no tile for run on copies padded to the next of
-  // 64, 80, 96, 128 (pd): q, k, v and the attention output get a padded copy each.
+  // unless noted. One layer's activation set, what its backward reads (llama_block.h BlockActs): h1,
+  // x2, h2 (3h); q and k after RoPE, v and the attention output (2q + 2kv); gate|up and the SwiGLU
+  // product (3I); each targeted LoRA kind's X A (m r; a fused linear none of whose projections is
+  // targeted has none); the two RMSNorm rstd and the attention log-sum-exp per head (fp32). Head sizes
+  // the attention kernel has no tile for run on copies padded to the next of 64, 80, 96, 128 (pd): then
+  // the set holds the padded q, k, v and attention output and the unpadded attention output (o_proj's
+  // input). Beside the sets, one forward scratch that every layer's forward (and the recomputation)
+  // shares (llama_block.h BlockForwardScratch), the buffers no backward reads: the fused q|k|v output
+  // (q + 2kv), the o_proj and MLP outputs (2h), and when padded q and k before padding (q + kv).
   int64_t pd = hd;
   for (int64_t tile : {64, 80, 96, 128}) {
     if (hd <= tile) {
@@ -188,10 +192,20 @@ MemoryPlan make_memory_plan(const PlanInput& in) {
     }
   }
   const bool padded = pd != hd;
-  const int64_t attn_elems = padded ? 2 * heads * pd + 2 * c.num_key_value_heads * pd + q + kv : q + kv;
-  const int64_t r_kinds = lora ? 7 * r : 0;
-  const size_t set_per_token = 2 * z(5 * h + 2 * q + 3 * kv + attn_elems + 3 * I + r_kinds) + 4 * 2 + 4 * z(heads);
+  const int64_t attn_elems = padded ? 2 * heads * pd + 2 * c.num_key_value_heads * pd + q : 2 * q + 2 * kv;
+  // LoRA ranks of the four fused linears (q/k/v, o, gate/up, down): r per targeted projection.
+  auto targeted = [&](std::initializer_list<const char*> projs) {
+    int64_t n = 0;
+    for (const char* p : projs) n += std::find(targets.begin(), targets.end(), p) != targets.end() ? 1 : 0;
+    return r * n;
+  };
+  const int64_t lora_r_total[4] = {targeted({"q_proj", "k_proj", "v_proj"}), targeted({"o_proj"}),
+                                   targeted({"gate_proj", "up_proj"}), targeted({"down_proj"})};
+  const int64_t r_kinds = lora_r_total[0] + lora_r_total[1] + lora_r_total[2] + lora_r_total[3];
+  const size_t set_per_token = 2 * z(3 * h + attn_elems + 3 * I + r_kinds) + 4 * 2 + 4 * z(heads);
   const size_t layer_set = z(T) * set_per_token;
+  const size_t scratch_per_token = 2 * z(q + 2 * kv + 2 * h + (padded ? q + kv : 0));
+  const size_t forward_scratch = z(T) * scratch_per_token;
   const size_t layer_input = z(T) * 2 * z(h);
   // Beside the layers: the batch (ids, positions, labels: int32), the final residual, its norm and
   // the norm's rstd for the LM head's backward; full fine-tuning adds the bias GEMMs' column of ones.
@@ -199,9 +213,10 @@ MemoryPlan make_memory_plan(const PlanInput& in) {
   size_t kept;
   std::string kept_detail;
   if (!in.gradient_checkpointing) {
-    kept = z(L) * (layer_input + layer_set) + step_fixed;
+    kept = z(L) * (layer_input + layer_set) + forward_scratch + step_fixed;
     kept_detail = std::to_string(L) + " layers x " + std::to_string(set_per_token + 2 * z(h)) +
-                  " B/token (every activation)";
+                  " B/token (input and what backward reads) + one shared forward scratch of " +
+                  std::to_string(scratch_per_token) + " B/token";
   } else if (!in.offload) {
     kept = z(L) * layer_input + step_fixed;
     kept_detail = std::to_string(L) + " layer inputs [T, h] bf16";
@@ -224,10 +239,13 @@ MemoryPlan make_memory_plan(const PlanInput& in) {
   size_t lora_workspace = 0;
   if (lora) {
     auto round_up = [](size_t n) { return (n + 255) / 256 * 256; };
-    const int64_t linears[4][2] = {{h, 3 * r}, {q, r}, {h, 2 * r}, {I, r}};  // in, r_total
-    for (const auto& l : linears)
+    const int64_t linears[4][2] = {{h, lora_r_total[0]}, {q, lora_r_total[1]}, {h, lora_r_total[2]},
+                                   {I, lora_r_total[3]}};  // in, r_total
+    for (const auto& l : linears) {
+      if (l[1] == 0) continue;  // the base alone: no workspace
       lora_workspace = std::max(lora_workspace, (in.lora_dropout > 0 ? round_up(2 * z(T) * z(l[0])) : 0) +
                                                     round_up(2 * z(T) * z(l[1])));
+    }
   }
   const size_t grads_live = z(T) * 2 * z(h) + lora_workspace;
   const int64_t pad_grads = padded ? 2 * heads * pd + 2 * c.num_key_value_heads * pd : 0;
@@ -238,8 +256,9 @@ MemoryPlan make_memory_plan(const PlanInput& in) {
       lora ? std::string("bf16 d residual + one layer's gradient scratch + LoRA d XA") +
                  (in.lora_dropout > 0 ? " and dropout copy" : "")
            : "bf16 d residual + one layer's gradient scratch + fp32 RMSNorm dw partials + embedding grad plan");
-  add(kPlanRecompute, in.gradient_checkpointing ? layer_set : 0,
-      in.gradient_checkpointing ? "one layer's activation set, recomputed in backward" : "none (no checkpointing)");
+  add(kPlanRecompute, in.gradient_checkpointing ? layer_set + forward_scratch : 0,
+      in.gradient_checkpointing ? "one layer's activation set and the forward scratch, recomputed in backward"
+                                : "none (no checkpointing)");
   // Flash-style attention backward: delta = rowsum(dO * O), fp32 per head and token.
   const size_t attention = z(T) * 4 * z(heads);
   add(kPlanAttention, attention, "fp32 delta per head (backward)");

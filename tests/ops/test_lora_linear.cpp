@@ -220,6 +220,11 @@ std::vector<Case> cases() {
   v.push_back({33, 24, {24, 8, 8}, {16, 1, 8}, false, false, true, false, 0.0f});
   // Grouped gate/up.
   v.push_back({7, 40, {56, 56}, {8, 8}, false, false, false, false, 0.1f});
+  // Rank-0 groups (projections of a fused linear without an adapter): q and v only, k only on NF4,
+  // and none at all (the base alone: no A, X A or dA).
+  v.push_back({7, 40, {48, 12, 12}, {8, 0, 8}, false, false, false, true, 0.1f});
+  v.push_back({33, 64, {128, 64, 64}, {0, 16, 0}, true, false, false, false, 0.0f});
+  v.push_back({7, 40, {56, 56}, {0, 0}, false, false, false, true, 0.1f});
   // NF4 base (blocksize 64), both absmax forms.
   v.push_back({1, 64, {64}, {1}, true, false, false, false, 0.0f});
   v.push_back({7, 128, {192}, {8}, true, true, true, false, 0.1f});

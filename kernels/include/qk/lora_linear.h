@@ -9,6 +9,9 @@
 // column slice of Y. One group is the plain LoRA linear. Y is [T, out_total] with the groups' columns
 // side by side; XA is [T, r_total] likewise. All groups share one dropout mask (PEFT draws one per
 // module; the expectation is the same, and one mask is what lets the A products be one GEMM).
+// A group may have rank 0 (a projection of a fused linear that has no adapter): it keeps its columns
+// of Y but has no rows of A, no columns of XA and no B (b and db may be null). With every group at rank
+// 0 (r_total 0) the linear is its base alone: a, xa, grads.da and the workspace may be null.
 //
 // Dropout: inverted, on the LoRA branch's input only. Element (t, i) of X is kept iff
 // lora_dropout_keep(lora_dropout_key(seed), t * in + i, lora_dropout_threshold(p)); kept values are
@@ -75,7 +78,7 @@ template <typename E>
 struct LoraGroupT {
   const E* b = nullptr;  // [out, r]
   int out = 0;           // this group's columns of Y
-  int r = 0;             // this group's rows of the concatenated A
+  int r = 0;             // this group's rows of the concatenated A (0: no adapter on this group)
   float scale = 0.0f;    // s = lora_scale(alpha, r, rslora)
 };
 

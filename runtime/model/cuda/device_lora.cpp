@@ -55,26 +55,32 @@ DeviceLora upload_lora(const BaseWeights& base, const PeftAdapter& ad, const std
       const std::vector<Proj>& projs = fused_projs(which);
       x.in = static_cast<int>(base.layers[l][projs[0]].in);
       x.r = r;
-      const size_t a_numel = projs.size() * static_cast<size_t>(r) * static_cast<size_t>(x.in);
-      x.a = alloc<float>(arena, a_numel, "lora A");
-      x.da = alloc<float>(arena, a_numel, "lora dA");
-      x.a16 = alloc<__nv_bfloat16>(arena, a_numel, "lora A bf16");
-      check_cuda(cudaMemsetAsync(x.a, 0, a_numel * 4, stream), "lora upload");
+      for (Proj p : projs) x.r_total += ad.config.targets_proj(p) ? r : 0;
+      const size_t a_numel = static_cast<size_t>(x.r_total) * static_cast<size_t>(x.in);
+      if (a_numel > 0) {
+        x.a = alloc<float>(arena, a_numel, "lora A");
+        x.da = alloc<float>(arena, a_numel, "lora dA");
+        x.a16 = alloc<__nv_bfloat16>(arena, a_numel, "lora A bf16");
+      }
+      int a_row = 0;
       for (size_t g = 0; g < projs.size(); ++g) {
         DeviceLoraGroup grp;
         grp.proj = projs[g];
         grp.targeted = ad.config.targets_proj(projs[g]);
         grp.out = static_cast<int>(base.layers[l][projs[g]].out);
-        const size_t b_numel = static_cast<size_t>(grp.out) * static_cast<size_t>(r);
-        grp.b = alloc<float>(arena, b_numel, "lora B");
-        grp.db = alloc<float>(arena, b_numel, "lora dB");
-        grp.b16 = alloc<__nv_bfloat16>(arena, b_numel, "lora B bf16");
-        check_cuda(cudaMemsetAsync(grp.b, 0, b_numel * 4, stream), "lora upload");
         if (grp.targeted) {
+          grp.r = r;
+          grp.a_row = a_row;
+          a_row += r;
+          const size_t b_numel = static_cast<size_t>(grp.out) * static_cast<size_t>(r);
+          grp.b = alloc<float>(arena, b_numel, "lora B");
+          grp.db = alloc<float>(arena, b_numel, "lora dB");
+          grp.b16 = alloc<__nv_bfloat16>(arena, b_numel, "lora B bf16");
           const int64_t li = static_cast<int64_t>(l);
           const std::vector<float>& a = take(key_a(li, grp.proj), {r, x.in});
           const std::vector<float>& b = take(key_b(li, grp.proj), {grp.out, r});
-          copy_to_device(x.a + g * static_cast<size_t>(r) * static_cast<size_t>(x.in), a.data(), a.size() * 4, stream);
+          copy_to_device(x.a + static_cast<size_t>(grp.a_row) * static_cast<size_t>(x.in), a.data(), a.size() * 4,
+                         stream);
           copy_to_device(grp.b, b.data(), b.size() * 4, stream);
         }
         x.groups.push_back(grp);
@@ -121,8 +127,9 @@ std::vector<DeviceLoraTensor> DeviceLora::tensors() const {
         const DeviceLoraGroup& grp = x.groups[g];
         if (!grp.targeted) continue;
         const size_t a_numel = static_cast<size_t>(x.r) * static_cast<size_t>(x.in);
+        const size_t a_off = static_cast<size_t>(grp.a_row) * static_cast<size_t>(x.in);
         const int64_t li = static_cast<int64_t>(l);
-        out.push_back({key_a(li, grp.proj), {x.r, x.in}, x.a + g * a_numel, x.da + g * a_numel, a_numel});
+        out.push_back({key_a(li, grp.proj), {x.r, x.in}, x.a + a_off, x.da + a_off, a_numel});
         out.push_back({key_b(li, grp.proj), {grp.out, x.r}, grp.b, grp.db, static_cast<size_t>(grp.out) * x.r});
       }
     }
@@ -133,9 +140,9 @@ std::vector<DeviceLoraTensor> DeviceLora::tensors() const {
 void DeviceLora::refresh_bf16(cudaStream_t stream) const {
   for (const auto& layer : layers) {
     for (const DeviceLoraLinear& x : layer) {
-      qk::cast_f32_to_bf16(x.a, x.a16, x.groups.size() * static_cast<size_t>(x.r) * x.in, stream);
+      if (x.r_total > 0) qk::cast_f32_to_bf16(x.a, x.a16, static_cast<size_t>(x.r_total) * x.in, stream);
       for (const DeviceLoraGroup& g : x.groups)
-        qk::cast_f32_to_bf16(g.b, g.b16, static_cast<size_t>(g.out) * x.r, stream);
+        if (g.targeted) qk::cast_f32_to_bf16(g.b, g.b16, static_cast<size_t>(g.out) * x.r, stream);
     }
   }
 }
@@ -143,9 +150,10 @@ void DeviceLora::refresh_bf16(cudaStream_t stream) const {
 void DeviceLora::zero_grad(cudaStream_t stream) const {
   for (const auto& layer : layers) {
     for (const DeviceLoraLinear& x : layer) {
-      check_cuda(cudaMemsetAsync(x.da, 0, x.groups.size() * static_cast<size_t>(x.r) * x.in * 4, stream), "zero_grad");
+      if (x.r_total > 0)
+        check_cuda(cudaMemsetAsync(x.da, 0, static_cast<size_t>(x.r_total) * x.in * 4, stream), "zero_grad");
       for (const DeviceLoraGroup& g : x.groups)
-        check_cuda(cudaMemsetAsync(g.db, 0, static_cast<size_t>(g.out) * x.r * 4, stream), "zero_grad");
+        if (g.targeted) check_cuda(cudaMemsetAsync(g.db, 0, static_cast<size_t>(g.out) * x.r * 4, stream), "zero_grad");
     }
   }
 }
@@ -159,9 +167,13 @@ qk::LoraLinear DeviceLora::view(int64_t layer, int which, bool enabled) const {
   const float s = qk::lora_scale(static_cast<float>(config.alpha), x.r, config.use_rslora);
   for (size_t g = 0; g < x.groups.size(); ++g) {
     const DeviceLoraGroup& grp = x.groups[g];
-    v.groups[g] = {grp.b16, grp.out, x.r, enabled && grp.targeted ? s : 0.0f};
+    v.groups[g] = {grp.b16, grp.out, grp.r, enabled && grp.targeted ? s : 0.0f};
   }
   return v;
+}
+
+int DeviceLora::r_total(int which) const {
+  return layers.empty() ? 0 : layers[0][static_cast<size_t>(which)].r_total;
 }
 
 qk::LoraGrads DeviceLora::grads(int64_t layer, int which) const {

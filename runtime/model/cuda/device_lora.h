@@ -2,9 +2,10 @@
 // fused linear (q/k/v, o, gate/up, down) one concatenated A [r_total, in] and
 // one B per group, each as an fp32 master, its fp32 gradient and the bf16 copy
 // the kernel reads (refresh_bf16 after every optimizer step). A projection the
-// adapter does not target still gets a group (the kernel needs every group of a
-// fused linear): zero B, scale 0, never exposed as a tensor, so it changes
-// nothing.
+// adapter does not target still gets a group (its columns of the fused output)
+// but with rank 0: no rows of A, no B, no X A columns, nothing allocated. A
+// fused linear with no targeted projection has no A either (r_total 0: the
+// kernel runs its base alone).
 #pragma once
 #if QTRAIN_HAS_CUDA
 #include <cuda_bf16.h>
@@ -27,6 +28,8 @@ struct DeviceLoraGroup {
   Proj proj = Proj::Q;
   bool targeted = false;
   int out = 0;
+  int r = 0;           // the adapter's r when targeted, else 0 (and b, db, b16 null)
+  int a_row = 0;       // its first row in the concatenated A
   float* b = nullptr;  // fp32 master [out, r]
   float* db = nullptr;
   __nv_bfloat16* b16 = nullptr;
@@ -34,8 +37,9 @@ struct DeviceLoraGroup {
 
 struct DeviceLoraLinear {
   int in = 0;
-  int r = 0;           // per group; r_total = r * groups.size()
-  float* a = nullptr;  // fp32 master [r_total, in], group g's rows at g * r
+  int r = 0;           // the adapter's rank (of each targeted group)
+  int r_total = 0;     // r times the number of targeted groups
+  float* a = nullptr;  // fp32 master [r_total, in], group g's rows at groups[g].a_row; null when r_total is 0
   float* da = nullptr;
   __nv_bfloat16* a16 = nullptr;
   std::vector<DeviceLoraGroup> groups;
@@ -65,6 +69,8 @@ struct DeviceLora {
   // gives scale 0 (the base alone).
   qk::LoraLinear view(int64_t layer, int which, bool enabled) const;
   qk::LoraGrads grads(int64_t layer, int which) const;
+  // The X A width of fused linear `which` (the same in every layer): 0 when no group is targeted.
+  int r_total(int which) const;
 };
 
 // The groups of the four fused linears of a block.

@@ -141,38 +141,57 @@ BlockDims block_dims(const io::ModelConfig& c, int64_t tokens) {
   return d;
 }
 
-BlockActs allocate_block_acts(const BlockDims& d, int r_total_qkv, int r, rt::DeviceArena& arena) {
+BlockForwardScratch allocate_block_forward_scratch(const BlockDims& d, rt::DeviceArena& arena) {
   const int64_t t = d.tokens, qkv_cols = d.q_cols() + 2 * d.kv_cols();
+  BlockForwardScratch s;
+  s.qkv = alloc<bf16>(arena, t * qkv_cols, "qkv");
+  if (d.padded()) {
+    s.q_rot = alloc<bf16>(arena, t * d.q_cols(), "q");
+    s.k_rot = alloc<bf16>(arena, t * d.kv_cols(), "k");
+  }
+  s.attn_out = alloc<bf16>(arena, t * d.hidden, "o_proj out");
+  s.m = alloc<bf16>(arena, t * d.hidden, "mlp out");
+  return s;
+}
+
+BlockActs allocate_block_acts(const BlockDims& d, const std::array<int, 4>& r_total,
+                              const BlockForwardScratch& scratch, rt::DeviceArena& arena) {
+  const int64_t t = d.tokens;
+  auto xa = [&](int which, const char* what) -> bf16* {
+    const int r = r_total[static_cast<size_t>(which)];
+    return r > 0 ? alloc<bf16>(arena, t * r, what) : nullptr;
+  };
   BlockActs a;
+  a.qkv = scratch.qkv;
+  a.attn_out = scratch.attn_out;
+  a.m = scratch.m;
   a.h1 = alloc<bf16>(arena, t * d.hidden, "h1");
   a.rstd1 = alloc<float>(arena, t, "rstd1");
-  a.xa_qkv = alloc<bf16>(arena, t * r_total_qkv, "xa qkv");
-  a.qkv = alloc<bf16>(arena, t * qkv_cols, "qkv");
-  a.q_rot = alloc<bf16>(arena, t * d.q_cols(), "q");
-  a.k_rot = alloc<bf16>(arena, t * d.kv_cols(), "k");
+  a.xa_qkv = xa(kQkv, "xa qkv");
   if (d.padded()) {
+    a.q_rot = scratch.q_rot;
+    a.k_rot = scratch.k_rot;
     a.q = alloc<bf16>(arena, t * d.heads * d.attn_dim, "q padded");
     a.k = alloc<bf16>(arena, t * d.kv_heads * d.attn_dim, "k padded");
     a.v = alloc<bf16>(arena, t * d.kv_heads * d.attn_dim, "v padded");
     a.o_attn = alloc<bf16>(arena, t * d.heads * d.attn_dim, "attention out padded");
     a.o = alloc<bf16>(arena, t * d.q_cols(), "attention out");
   } else {
-    a.q = a.q_rot;
-    a.k = a.k_rot;
+    // RoPE rotates q and k in place: the attention's (and its backward's) operands.
+    a.q = a.q_rot = alloc<bf16>(arena, t * d.q_cols(), "q");
+    a.k = a.k_rot = alloc<bf16>(arena, t * d.kv_cols(), "k");
     a.v = alloc<bf16>(arena, t * d.kv_cols(), "v");
     a.o_attn = a.o = alloc<bf16>(arena, t * d.q_cols(), "attention out");
   }
   a.lse = alloc<float>(arena, t * d.heads, "lse");
-  a.xa_o = alloc<bf16>(arena, t * r, "xa o");
-  a.attn_out = alloc<bf16>(arena, t * d.hidden, "o_proj out");
+  a.xa_o = xa(kO, "xa o");
   a.x2 = alloc<bf16>(arena, t * d.hidden, "x2");
   a.h2 = alloc<bf16>(arena, t * d.hidden, "h2");
   a.rstd2 = alloc<float>(arena, t, "rstd2");
   a.gu = alloc<bf16>(arena, t * 2 * d.inter, "gate/up");
-  a.xa_gu = alloc<bf16>(arena, t * 2 * r, "xa gate/up");
+  a.xa_gu = xa(kGateUp, "xa gate/up");
   a.act = alloc<bf16>(arena, t * d.inter, "swiglu");
-  a.xa_down = alloc<bf16>(arena, t * r, "xa down");
-  a.m = alloc<bf16>(arena, t * d.hidden, "mlp out");
+  a.xa_down = xa(kDown, "xa down");
   return a;
 }
 

@@ -17,6 +17,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <array>
 #include <cstdint>
 
 #include "csrc/io/hf_config.h"
@@ -69,8 +70,19 @@ struct BlockContext {
   float* norm_workspace = nullptr;
 };
 
+// Forward scratch the backward never reads (the fused q|k|v output, q and k before padding when the
+// head size is padded, the o_proj output, the MLP output): one set per step, shared by every layer's
+// forward (and by the recomputation with checkpointing). The MLP output m is read once more right
+// after the layer's forward, by the next layer's fused residual norm, before the next layer writes it.
+struct BlockForwardScratch {
+  bf16 *qkv = nullptr, *attn_out = nullptr, *m = nullptr;
+  bf16 *q_rot = nullptr, *k_rot = nullptr;  // null unless padded (else q, k are BlockActs' own)
+};
+
+BlockForwardScratch allocate_block_forward_scratch(const BlockDims& d, rt::DeviceArena& arena);
+
 // Everything the backward of one layer reads (the layer input x is held by the
-// caller).
+// caller), and views of the shared forward scratch.
 struct BlockActs {
   bf16 *h1 = nullptr, *xa_qkv = nullptr;
   float* rstd1 = nullptr;
@@ -82,12 +94,14 @@ struct BlockActs {
   bf16 *x2 = nullptr, *h2 = nullptr;
   float* rstd2 = nullptr;
   bf16 *gu = nullptr, *xa_gu = nullptr, *act = nullptr, *xa_down = nullptr;
-  bf16* m = nullptr;  // the MLP output
-  // Forward scratch (not read by the backward).
-  bf16 *qkv = nullptr, *q_rot = nullptr, *k_rot = nullptr, *attn_out = nullptr;
+  // Views of BlockForwardScratch (not read by the backward); m is the MLP output.
+  bf16 *m = nullptr, *qkv = nullptr, *q_rot = nullptr, *k_rot = nullptr, *attn_out = nullptr;
 };
 
-BlockActs allocate_block_acts(const BlockDims& d, int r_total_qkv, int r, rt::DeviceArena& arena);
+// r_total: the LoRA X A width of each fused linear (q/k/v, o, gate/up, down), 0 where the adapter
+// has no group there (or in full fine-tuning): its xa stays null.
+BlockActs allocate_block_acts(const BlockDims& d, const std::array<int, 4>& r_total,
+                              const BlockForwardScratch& scratch, rt::DeviceArena& arena);
 
 // Backward scratch, reused by every layer.
 struct BlockGradScratch {

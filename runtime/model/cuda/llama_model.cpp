@@ -3,6 +3,7 @@
 
 #if QTRAIN_HAS_CUDA
 #include <algorithm>
+#include <array>
 #include <utility>
 
 #include "csrc/core/error.h"
@@ -194,13 +195,19 @@ ForwardResult CudaLlamaModel::forward(const Batch& batch) {
   // Workspaces: the LoRA linears' (the largest of the four), the NF4 fallback's
   // dequantized weight.
   const float dropout = lora_ && training_ && adapter_enabled_ ? static_cast<float>(lora_->config.dropout) : 0.0f;
-  const int r = lora_ ? static_cast<int>(lora_->config.r) : 0;
+  // X A widths of the four fused linears: 0 where the adapter targets none of a linear's projections
+  // (that linear runs its base alone, with no X A and no workspace), and for all four in full mode.
+  std::array<int, 4> r_total{};
+  if (lora_)
+    for (int which = 0; which < 4; ++which) r_total[static_cast<size_t>(which)] = lora_->r_total(which);
   size_t lora_ws = 0, nf4_ws = 0;
   const cuda::DeviceLayer& w0 = weights_.layers[0];
-  for (const cuda::DeviceLinear* l : {&w0.qkv, &w0.o, &w0.gate_up, &w0.down}) {
-    const int groups = l == &w0.qkv ? 3 : (l == &w0.gate_up ? 2 : 1);
-    if (lora_)
-      lora_ws = std::max(lora_ws, qk::lora_linear_workspace_bytes(static_cast<int>(t), l->in, groups * r, dropout));
+  const cuda::DeviceLinear* linears[4] = {&w0.qkv, &w0.o, &w0.gate_up, &w0.down};
+  for (int which = 0; which < 4; ++which) {
+    const cuda::DeviceLinear* l = linears[which];
+    const int rt = r_total[static_cast<size_t>(which)];
+    if (rt > 0)
+      lora_ws = std::max(lora_ws, qk::lora_linear_workspace_bytes(static_cast<int>(t), l->in, rt, dropout));
     if (weights_.nf4 && !qk::nf4_gemm_fused_supported(l->out, l->in, l->nf4.blocksize))
       nf4_ws = std::max(nf4_ws, qk::nf4_gemm_workspace_bytes(l->out, l->in));
   }
@@ -209,8 +216,10 @@ ForwardResult CudaLlamaModel::forward(const Batch& batch) {
   ctx.blas = blas_.get();
   ctx.lora.cublas = blas_.get();
   ctx.lora.nf4.cublas = blas_.get();
-  ctx.lora.workspace = ar.allocate(lora_ws, "lora workspace");
-  ctx.lora.workspace_bytes = lora_ws;
+  if (lora_ws) {
+    ctx.lora.workspace = ar.allocate(lora_ws, "lora workspace");
+    ctx.lora.workspace_bytes = lora_ws;
+  }
   if (nf4_ws) {
     ctx.lora.nf4.workspace = ar.allocate(nf4_ws, "nf4 dequant workspace");
     ctx.lora.nf4.workspace_bytes = nf4_ws;
@@ -235,12 +244,13 @@ ForwardResult CudaLlamaModel::forward(const Batch& batch) {
     ctx.ones = ones;
   }
 
-  // Activations: every layer's, or (checkpointing) the inputs and one scratch
-  // set.
+  // Activations: every layer's set of what its backward reads, or (checkpointing) the inputs and one
+  // set; beside them one forward scratch (the buffers no backward reads) that every layer shares.
   const int64_t kept = s->offload ? 2 : layers;
   for (int64_t l = 0; l < kept; ++l) s->inputs.push_back(alloc<bf16>(ar, t * h, "layer input"));
+  const cuda::BlockForwardScratch fwd_scratch = cuda::allocate_block_forward_scratch(d, ar);
   const int64_t sets = s->checkpointing ? 1 : layers;
-  for (int64_t l = 0; l < sets; ++l) s->acts.push_back(cuda::allocate_block_acts(d, 3 * r, r, ar));
+  for (int64_t l = 0; l < sets; ++l) s->acts.push_back(cuda::allocate_block_acts(d, r_total, fwd_scratch, ar));
   s->x_final = alloc<bf16>(ar, t * h, "final residual");
   s->h_final = alloc<bf16>(ar, t * h, "final norm");
   s->rstd_final = alloc<float>(ar, t, "final rstd");

@@ -381,11 +381,62 @@ TEST(LoraLinearGrad, ScaleAndPreconditions) {
   l.dropout = 1.0f;
   EXPECT_THROW(qk::cpu::lora_linear_forward(l, x.data(), L.t, y.data(), xa.data()), qk::Error);
   l.dropout = 0.0f;
-  l.groups[0].r = 0;
+  l.groups[0].r = -1;
   EXPECT_THROW(qk::cpu::lora_linear_forward(l, x.data(), L.t, y.data(), xa.data()), qk::Error);
   l.groups[0].r = 2;
   l.w = nullptr;  // and no NF4 base either
   EXPECT_THROW(qk::cpu::lora_linear_forward(l, x.data(), L.t, y.data(), xa.data()), qk::Error);
+}
+
+// A group of rank 0 (a projection of a fused linear with no adapter) keeps its columns of Y, with no
+// rows of A, no XA columns and no B: the same Y, dX and gradients as that group at rank 3 with scale 0.
+// With every group at rank 0 the linear is its base alone (no A, XA, dA or B at all).
+TEST(LoraLinearGrad, RankZeroGroupsAreTheBaseAlone) {
+  Layer L;
+  const auto x = bits(L.x), w = bits(L.w), a = bits(L.a), dy = bits(L.dy), b0 = bits(L.b[0]), b1 = bits(L.b[1]);
+  for (float p : {0.0f, 0.3f}) {
+    SCOPED_TRACE(p);
+    qk::cpu::LoraLinear full;  // group 1 present but switched off
+    full.in = L.in;
+    full.w = w.data();
+    full.a = a.data();
+    full.num_groups = 2;
+    full.groups[0] = {b0.data(), 4, 2, 2.0f};
+    full.groups[1] = {b1.data(), 3, 3, 0.0f};
+    full.dropout = p;
+    full.seed = 9;
+    qk::cpu::LoraLinear trim = full;  // group 1 at rank 0: A holds group 0's 2 rows only
+    trim.groups[1] = {nullptr, 3, 0, 0.0f};
+    std::vector<uint16_t> y1(static_cast<size_t>(L.t) * L.out), y2(y1.size()), xa1(static_cast<size_t>(L.t) * 5),
+        xa2(static_cast<size_t>(L.t) * 2), dx1(x.size()), dx2(x.size());
+    qk::cpu::lora_linear_forward(full, x.data(), L.t, y1.data(), xa1.data());
+    qk::cpu::lora_linear_forward(trim, x.data(), L.t, y2.data(), xa2.data());
+    for (size_t i = 0; i < y1.size(); ++i) EXPECT_NEAR(qk::bf16_to_f32(y1[i]), qk::bf16_to_f32(y2[i]), 1e-6) << i;
+    std::vector<float> da1(a.size(), 0.0f), da2(static_cast<size_t>(2) * L.in, 0.0f), db0a(b0.size(), 0.0f),
+        db0b(b0.size(), 0.0f), db1(b1.size(), 0.0f);
+    qk::LoraGrads g1, g2;
+    g1.da = da1.data();
+    g1.db = {db0a.data(), db1.data()};
+    g2.da = da2.data();
+    g2.db = {db0b.data(), nullptr};
+    qk::cpu::lora_linear_backward(full, x.data(), xa1.data(), dy.data(), L.t, dx1.data(), g1);
+    qk::cpu::lora_linear_backward(trim, x.data(), xa2.data(), dy.data(), L.t, dx2.data(), g2);
+    for (size_t i = 0; i < dx1.size(); ++i)
+      EXPECT_NEAR(qk::bf16_to_f32(dx1[i]), qk::bf16_to_f32(dx2[i]), 1e-6) << i;
+    for (size_t i = 0; i < da2.size(); ++i) EXPECT_NEAR(da1[i], da2[i], 1e-6 * (1 + std::abs(da1[i]))) << i;
+    for (size_t i = 0; i < db0a.size(); ++i) EXPECT_NEAR(db0a[i], db0b[i], 1e-6 * (1 + std::abs(db0a[i]))) << i;
+
+    qk::cpu::LoraLinear base = trim;  // no adapter anywhere: Y = X W^T, dX = dY W
+    base.groups[0] = {nullptr, 4, 0, 0.0f};
+    base.a = nullptr;
+    std::vector<uint16_t> y3(y1.size()), dx3(x.size()), y_want(y1.size()), dx_want(x.size());
+    qk::cpu::lora_linear_forward(base, x.data(), L.t, y3.data(), nullptr);
+    qk::cpu::matmul_bf16({false, true, L.t, L.out, L.in}, 1.0f, x.data(), w.data(), 0.0f, y_want.data());
+    EXPECT_EQ(y3, y_want);
+    qk::cpu::lora_linear_backward(base, x.data(), nullptr, dy.data(), L.t, dx3.data(), qk::LoraGrads{});
+    qk::cpu::matmul_bf16({false, false, L.t, L.in, L.out}, 1.0f, dy.data(), w.data(), 0.0f, dx_want.data());
+    EXPECT_EQ(dx3, dx_want);
+  }
 }
 
 }  // namespace

@@ -38,8 +38,8 @@ TEST(MemoryPlan, Llama2_7B_QLoRA_Batch1_Seq2048) {
   EXPECT_EQ(p.bytes_of(kPlanOptimizer), 324812800u);
   // The step's categories follow the CUDA model's arena (tests/runtime/test_plan_vs_arena.cpp
   // measures them): 32 layer inputs + final norm + batch; the residual gradient, one layer's gradient
-  // scratch and the LoRA d XA; one layer's activation set (with the fused q|k|v output and the o_proj
-  // and MLP outputs the next norm reads); the attention delta; 1024 x 32000 bf16 logits.
+  // scratch and the LoRA d XA; one layer's activation set and the forward scratch the layers share
+  // (the fused q|k|v output, the o_proj and MLP outputs); the attention delta; 1024 x 32000 bf16 logits.
   EXPECT_EQ(p.bytes_of(kPlanActivations), 570458112u);
   EXPECT_EQ(p.bytes_of(kPlanActGrads), 337379328u);
   EXPECT_EQ(p.bytes_of(kPlanRecompute), 338706432u);
@@ -92,6 +92,24 @@ TEST(MemoryPlan, Llama31_8B_QLoRA_Batch1_Seq2048) {
   const double gib = static_cast<double>(make_memory_plan(tt).peak) / kGiB;
   EXPECT_GT(gib, 6.0);
   EXPECT_LT(gib, 10.0);
+}
+
+// Without checkpointing every layer keeps its input and what its backward reads, per token: input
+// 8192 B; h1, x2, h2 (3h), q and k after RoPE, v and the attention output (2q + 2kv), gate|up and the
+// SwiGLU product (3I), X A of 7 kinds (7r), all bf16: 124 288 B; two rstd and a log-sum-exp per head
+// (fp32): 136 B. One forward scratch that every layer shares: the fused q|k|v output and the o_proj
+// and MLP outputs, 40 960 B (kept per layer before: 2 600 468 480 B more at 32 layers). Final norm and
+// batch 16 400 B. No recompute set.
+TEST(MemoryPlan, Llama2_7B_QLoRA_NoCheckpointing) {
+  PlanInput in = qlora("llama2-7b");
+  in.gradient_checkpointing = false;
+  const MemoryPlan p = make_memory_plan(in);
+  EXPECT_EQ(p.bytes_of(kPlanActivations), size_t{2048} * (32 * (8192 + 124288 + 136) + 40960 + 16400));
+  EXPECT_EQ(p.bytes_of(kPlanActivations), 8808595456u);
+  EXPECT_EQ(p.bytes_of(kPlanRecompute), 0u);
+  // q_proj and v_proj only: X A of 2r per layer, not 7r.
+  in.lora_target_modules = {"q_proj", "v_proj"};
+  EXPECT_EQ(make_memory_plan(in).bytes_of(kPlanActivations), 8808595456u - 2048u * 32 * 5 * 64 * 2);
 }
 
 // Full fine-tuning of Llama-2-7B (adamw, checkpointing, 1 x 2048 tokens): bf16 weights as in LoRA
@@ -209,6 +227,11 @@ TEST(MemoryPlan, TargetsAndErrors) {
   in.lora_target_modules = {"q_proj", "v_proj"};
   const MemoryPlan qv = make_memory_plan(in);
   EXPECT_EQ(qv.trainable_params, int64_t{32} * 64 * (2 * 4096 + 2 * 4096));
+  // Only q|k|v has an adapter (X A of 2r = 128 per token, not all 7 kinds' 3r = 192 at the widest):
+  // the LoRA d XA workspace is 2048 x 128 bf16, 262 144 B under the all-kinds plan's 337 379 328.
+  EXPECT_EQ(qv.bytes_of(kPlanActGrads), 337117184u);
+  // One layer's set carries X A for q and v only: 2048 x (7 - 2) x 64 bf16 less than all kinds'.
+  EXPECT_EQ(qv.bytes_of(kPlanRecompute), 338706432u - 2048u * 5 * 64 * 2);
   EXPECT_EQ(parse_target_modules({"all-linear"}).size(), 7u);
   EXPECT_THROW(parse_target_modules({"q_proj", "lm_head"}), Error);
   EXPECT_THROW(parse_adapter("dora"), Error);
