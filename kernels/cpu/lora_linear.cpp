@@ -14,25 +14,6 @@
 namespace qk::cpu {
 namespace {
 
-template <typename E>
-void check(const LoraLinearT<E>& l, int t, bool bf16_base_only) {
-  QK_REQUIRE(t >= 0, "negative token count");
-  QK_REQUIRE(l.in > 0, "in must be positive");
-  QK_REQUIRE(l.num_groups >= 1 && l.num_groups <= kLoraMaxGroups, "1 to kLoraMaxGroups groups");
-  for (int g = 0; g < l.num_groups; ++g) {
-    QK_REQUIRE(l.groups[g].out > 0 && l.groups[g].r >= 0, "every group needs out > 0 and r >= 0");
-    QK_REQUIRE(l.groups[g].r == 0 || l.groups[g].b != nullptr, "null B");
-  }
-  QK_REQUIRE(l.r_total() == 0 || l.a != nullptr, "null A");
-  QK_REQUIRE(l.dropout >= 0.0f && l.dropout < 1.0f, "dropout must lie in [0, 1)");
-  if (bf16_base_only || l.w != nullptr) {
-    QK_REQUIRE(l.w != nullptr, "null base weight");
-  } else {
-    QK_REQUIRE(l.nf4.packed != nullptr, "no base weight (w and nf4.packed both null)");
-    QK_REQUIRE(l.nf4.out == l.out_total() && l.nf4.in == l.in, "NF4 base shape differs from [out_total, in]");
-  }
-}
-
 // Columns [c0, c0 + n) of a row-major [rows, ld] matrix, contiguous.
 template <typename T>
 std::vector<T> gather(const T* src, int rows, int ld, int c0, int n) {
@@ -63,7 +44,7 @@ std::vector<uint16_t> dropped(const LoraLinear& l, const uint16_t* x, int t) {
 }  // namespace
 
 void lora_linear_forward(const LoraLinear& l, const uint16_t* x, int t, uint16_t* y, uint16_t* xa) {
-  check(l, t, false);
+  check_lora_linear(l, t);
   if (t == 0) return;
   QK_REQUIRE(x != nullptr && y != nullptr && (xa != nullptr || l.r_total() == 0), "null pointer");
   const int out = l.out_total(), rt = l.r_total();
@@ -91,7 +72,7 @@ void lora_linear_forward(const LoraLinear& l, const uint16_t* x, int t, uint16_t
 
 void lora_linear_backward(const LoraLinear& l, const uint16_t* x, const uint16_t* xa, const uint16_t* dy, int t,
                           uint16_t* dx, const LoraGrads& grads) {
-  check(l, t, false);
+  check_lora_linear(l, t);
   if (t == 0) return;
   const int out = l.out_total(), rt = l.r_total();
   QK_REQUIRE(x != nullptr && dy != nullptr && dx != nullptr, "null pointer");
@@ -144,7 +125,7 @@ std::vector<double> dropped(const LoraLinearF64& l, const double* x, int t) {
 }  // namespace
 
 void lora_linear_forward(const LoraLinearF64& l, const double* x, int t, double* y, double* xa) {
-  check(l, t, true);
+  check_lora_linear(l, t, true);
   const int in = l.in, out = l.out_total(), rt = l.r_total();
   const auto xd = dropped(l, x, t);
   for (int i = 0; i < t; ++i) {
@@ -171,7 +152,7 @@ void lora_linear_forward(const LoraLinearF64& l, const double* x, int t, double*
 
 void lora_linear_backward(const LoraLinearF64& l, const double* x, const double* xa, const double* dy, int t,
                           double* dx, const LoraGradsF64& grads) {
-  check(l, t, true);
+  check_lora_linear(l, t, true);
   const int in = l.in, out = l.out_total(), rt = l.r_total();
   const auto xd = dropped(l, x, t);
   const uint64_t key = lora_dropout_key(l.seed);

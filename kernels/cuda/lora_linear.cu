@@ -100,19 +100,7 @@ void gemm(cublasHandle_t h, bool trans_a, bool trans_b, int m, int n, int k, flo
 }
 
 void check(const LoraLinearContext& ctx, const LoraLinear& l, int t) {
-  QK_REQUIRE(t >= 0, "negative token count");
-  QK_REQUIRE(l.in > 0, "in must be positive");
-  QK_REQUIRE(l.num_groups >= 1 && l.num_groups <= kLoraMaxGroups, "1 to kLoraMaxGroups groups");
-  for (int g = 0; g < l.num_groups; ++g) {
-    QK_REQUIRE(l.groups[g].out > 0 && l.groups[g].r >= 0, "every group needs out > 0 and r >= 0");
-    QK_REQUIRE(l.groups[g].r == 0 || l.groups[g].b != nullptr, "null B");
-  }
-  QK_REQUIRE(l.r_total() == 0 || l.a != nullptr, "null A");
-  QK_REQUIRE(l.dropout >= 0.0f && l.dropout < 1.0f, "dropout must lie in [0, 1)");
-  if (l.w == nullptr) {
-    QK_REQUIRE(l.nf4.packed != nullptr, "no base weight (w and nf4.packed both null)");
-    QK_REQUIRE(l.nf4.out == l.out_total() && l.nf4.in == l.in, "NF4 base shape differs from [out_total, in]");
-  }
+  check_lora_linear(l, t);
   QK_REQUIRE(ctx.cublas != nullptr, "null cuBLAS handle");
 }
 

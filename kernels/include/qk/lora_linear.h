@@ -42,6 +42,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "qk/error.h"
 #include "qk/hd.h"
 #include "qk/nf4_gemm.h"
 
@@ -105,6 +106,27 @@ struct LoraLinearT {
     return n;
   }
 };
+
+// The argument checks both the kernels and their twins make (QK_REQUIRE: qk::Error on a violation).
+// bf16_base_only: a path that takes no NF4 base (the bf16 reference twins).
+template <typename E>
+void check_lora_linear(const LoraLinearT<E>& l, int t, bool bf16_base_only = false) {
+  QK_REQUIRE(t >= 0, "negative token count");
+  QK_REQUIRE(l.in > 0, "in must be positive");
+  QK_REQUIRE(l.num_groups >= 1 && l.num_groups <= kLoraMaxGroups, "1 to kLoraMaxGroups groups");
+  for (int g = 0; g < l.num_groups; ++g) {
+    QK_REQUIRE(l.groups[g].out > 0 && l.groups[g].r >= 0, "every group needs out > 0 and r >= 0");
+    QK_REQUIRE(l.groups[g].r == 0 || l.groups[g].b != nullptr, "null B");
+  }
+  QK_REQUIRE(l.r_total() == 0 || l.a != nullptr, "null A");
+  QK_REQUIRE(l.dropout >= 0.0f && l.dropout < 1.0f, "dropout must lie in [0, 1)");
+  if (bf16_base_only || l.w != nullptr) {
+    QK_REQUIRE(l.w != nullptr, "null base weight");
+  } else {
+    QK_REQUIRE(l.nf4.packed != nullptr, "no base weight (w and nf4.packed both null)");
+    QK_REQUIRE(l.nf4.out == l.out_total() && l.nf4.in == l.in, "NF4 base shape differs from [out_total, in]");
+  }
+}
 
 // fp32 gradients, accumulated into: dA [r_total, in] (the concatenated A's), dB_g [out_g, r_g].
 struct LoraGrads {
